@@ -1,0 +1,292 @@
+"""DNS side effects and observations with dnspython.
+
+Server addresses come from the worker's configuration (per zone: authoritative servers and
+the RFC 2136 update server; recursive resolvers), so a running workflow never carries them,
+and the TSIG secret never leaves this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import dns.asyncquery
+import dns.asyncresolver
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from mailmove.config import HostPort, Settings, parse_host_port
+from workflows.model import (
+    ConvergenceQuery,
+    ConvergenceReport,
+    HostAddresses,
+    HostQuery,
+    MxChange,
+    MxChangeResult,
+    MxRecord,
+    ResolverQuery,
+    ResolverView,
+    ServerView,
+    ZoneQuery,
+    ZoneSnapshot,
+    mx_key,
+)
+
+
+def _mx_from(rrset) -> list[MxRecord]:
+    return [MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True).lower()) for r in rrset]
+
+
+class DnsActivities:
+    """Activities that read and change DNS. One instance per worker, bound to its settings."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def resolver(self) -> dns.asyncresolver.Resolver:
+        """The configured recursive resolvers, or the system's."""
+        if not self.settings.dns.resolvers:
+            res = dns.asyncresolver.Resolver()
+        else:
+            res = dns.asyncresolver.Resolver(configure=False)
+            res.nameservers = [dns.nameserver.Do53Nameserver(r.host, port=r.port) for r in self.settings.dns.resolvers]
+        res.lifetime = self.settings.dns.timeout * 2
+        res.timeout = self.settings.dns.timeout
+        return res
+
+    async def ask(self, server: HostPort, name: str, rdtype: str, recursive: bool = False) -> dns.message.Message:
+        """One query to one server (UDP, TCP on truncation); RD cleared for authoritative queries."""
+        query = dns.message.make_query(name, rdtype)
+        if not recursive:
+            query.flags &= ~dns.flags.RD
+        answer, _ = await dns.asyncquery.udp_with_fallback(
+            query, server.host, timeout=self.settings.dns.timeout, port=server.port
+        )
+        return answer
+
+    async def addresses(self, host: str) -> list[str]:
+        res = self.resolver()
+        found: list[str] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                found += [r.address for r in await res.resolve(host, rdtype)]
+            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+                pass
+        return found
+
+    async def zone_of(self, domain: str) -> str:
+        configured = self.settings.dns.zone_for(domain)
+        if configured:
+            return configured.name
+        zone = await dns.asyncresolver.zone_for_name(domain, resolver=self.resolver())
+        return zone.to_text(omit_final_dot=True).lower()
+
+    async def authoritative(self, zone: str) -> list[HostPort]:
+        """Configured list, else every address of the NS set at the apex and at the parent."""
+        configured = self.settings.dns.zone_for(zone)
+        if configured and configured.authoritative:
+            return list(configured.authoritative)
+        res = self.resolver()
+        hosts = {r.target.to_text(omit_final_dot=True) for r in await res.resolve(zone, "NS")}
+        hosts |= await self._delegation(zone)
+        found = []
+        for host in sorted(hosts):
+            found += [HostPort(a, 53) for a in await self.addresses(host)]
+        if not found:
+            raise ApplicationError(f"no address found for the name servers of {zone}", non_retryable=True)
+        return found
+
+    async def _delegation(self, zone: str) -> set[str]:
+        """NS names in the parent's referral; best effort (an unreachable parent adds none)."""
+        parent = dns.name.from_text(zone).parent()
+        try:
+            parent_ns = [r.target.to_text() for r in await self.resolver().resolve(parent, "NS")]
+            for host in parent_ns:
+                for address in await self.addresses(host):
+                    reply = await self.ask(HostPort(address, 53), zone, "NS")
+                    section = reply.answer or reply.authority
+                    return {r.target.to_text(omit_final_dot=True) for rrset in section if rrset.rdtype == dns.rdatatype.NS for r in rrset}
+        except dns.exception.DNSException:
+            pass
+        return set()
+
+    async def update_server(self, zone: str) -> HostPort:
+        configured = self.settings.dns.zone_for(zone)
+        if configured and configured.update_server:
+            return configured.update_server
+        soa = await self.resolver().resolve(zone, "SOA")
+        mname = soa[0].mname.to_text(omit_final_dot=True)
+        addresses = await self.addresses(mname)
+        if not addresses:
+            raise ApplicationError(f"the primary {mname} of {zone} has no address", non_retryable=True)
+        return HostPort(addresses[0], 53)
+
+    async def read_mx(self, server: HostPort, domain: str) -> tuple[list[MxRecord], int]:
+        """MX set and its TTL as served by `server`, which must answer authoritatively."""
+        reply = await self.ask(server, domain, "MX")
+        rcode = reply.rcode()
+        if rcode != dns.rcode.NOERROR:
+            raise ApplicationError(f"{server} answered {dns.rcode.to_text(rcode)} for {domain} MX")
+        if not reply.flags & dns.flags.AA:
+            raise ApplicationError(f"{server} is not authoritative for {domain}")
+        for rrset in reply.answer:
+            if rrset.rdtype == dns.rdatatype.MX:
+                return _mx_from(rrset), rrset.ttl
+        return [], 0
+
+    async def read_soa(self, server: HostPort, zone: str) -> tuple[int, int]:
+        """(serial, negative-caching TTL) from `server`'s SOA of `zone`."""
+        reply = await self.ask(server, zone, "SOA")
+        for rrset in reply.answer:
+            if rrset.rdtype == dns.rdatatype.SOA:
+                return rrset[0].serial, min(rrset[0].minimum, rrset.ttl)
+        raise ApplicationError(f"{server} served no SOA for {zone}")
+
+    def keyring(self, zone: str) -> tuple[dict, str]:
+        configured = self.settings.dns.zone_for(zone)
+        name = configured.tsig_key if configured else ""
+        keys = self.settings.tsig_keys()
+        if not name and len(keys) == 1:
+            name = next(iter(keys))
+        key = keys.get(name.rstrip(".").lower())
+        if key is None:
+            raise ApplicationError(
+                f"no TSIG key {name!r} for zone {zone} in dns.tsig_keyfile", non_retryable=True, type="Config"
+            )
+        ring = dns.tsigkeyring.from_text({key.name: (key.algorithm, key.secret)})
+        return ring, key.name
+
+    # -- activities -------------------------------------------------------------------------
+
+    @activity.defn
+    async def inspect_zone(self, query: ZoneQuery) -> ZoneSnapshot:
+        """Zone, authoritative addresses, current MX set and TTLs, as every server serves them."""
+        zone = await self.zone_of(query.domain)
+        servers = await self.authoritative(zone)
+        views = await asyncio.gather(*(self.read_mx(s, query.domain) for s in servers))
+        sets = {mx_key(mx) for mx, _ in views}
+        if len(sets) > 1:
+            detail = "; ".join(f"{s}: {' '.join(map(str, mx_key(mx)))}" for s, (mx, _) in zip(servers, views))
+            raise ApplicationError(f"the authoritative servers disagree on the MX set of {query.domain}: {detail}")
+        serial, negative_ttl = await self.read_soa(servers[0], zone)
+        mx, _ = views[0]
+        return ZoneSnapshot(
+            zone=zone,
+            authoritative=[str(s) for s in servers],
+            mx=list(mx_key(mx)),
+            mx_ttl=max(ttl for _, ttl in views),
+            negative_ttl=negative_ttl,
+            serial=serial,
+        )
+
+    @activity.defn
+    async def host_addresses(self, query: HostQuery) -> HostAddresses:
+        """The host must have an address, or mail sent to it would bounce."""
+        try:
+            found = await self.addresses(query.host)
+        except dns.exception.Timeout as exc:
+            raise ApplicationError(f"looking up {query.host} timed out: {exc}") from exc
+        if not found:
+            raise ApplicationError(f"{query.host} has no A or AAAA record", non_retryable=True, type="NoAddress")
+        return HostAddresses(query.host, found)
+
+    @activity.defn
+    async def apply_mx(self, change: MxChange) -> MxChangeResult:
+        """One signed UPDATE, prerequisite on the whole current MX RRset (compare-and-swap)."""
+        server = await self.update_server(change.zone)
+        current, _ = await self.read_mx(server, change.domain)
+        if mx_key(current) == mx_key(change.target):
+            serial, _ = await self.read_soa(server, change.zone)
+            return MxChangeResult(changed=False, before=current, serial=serial)
+        if mx_key(current) not in {mx_key(a) for a in change.accept}:
+            raise ApplicationError(
+                f"the MX set of {change.domain} changed outside mailmove: the primary serves "
+                f"{' '.join(map(str, mx_key(current))) or 'no MX'}; expected one of "
+                + " | ".join(" ".join(map(str, mx_key(a))) or "no MX" for a in change.accept),
+                non_retryable=True,
+                type="MxChangedOutside",
+            )
+        ring, keyname = self.keyring(change.zone)
+        update = dns.update.UpdateMessage(change.zone, keyring=ring, keyname=keyname)
+        if current:
+            update.present(change.domain + ".", "MX", *(str(r) for r in mx_key(current)))
+        else:
+            update.absent(change.domain + ".", "MX")
+        update.delete(change.domain + ".", "MX")
+        for record in mx_key(change.target):
+            update.add(change.domain + ".", change.ttl, "MX", str(record))
+        try:
+            reply = await dns.asyncquery.tcp(update, server.host, timeout=self.settings.dns.timeout, port=server.port)
+        except dns.tsig.PeerError as exc:
+            raise ApplicationError(f"{server} rejected the TSIG signature: {exc!r}", non_retryable=True, type="Tsig") from exc
+        rcode = reply.rcode()
+        if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET):
+            # the set changed between our read and the update: read again on the next attempt
+            raise ApplicationError(f"{server}: MX set of {change.domain} changed during the update ({dns.rcode.to_text(rcode)})")
+        if rcode != dns.rcode.NOERROR:
+            raise ApplicationError(
+                f"{server} refused the update of {change.domain} MX: {dns.rcode.to_text(rcode)}",
+                non_retryable=rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH, dns.rcode.NOTZONE),
+                type="UpdateRefused",
+            )
+        serial, _ = await self.read_soa(server, change.zone)
+        activity.logger.info("MX of %s set to %s (serial %s)", change.domain, mx_key(change.target), serial)
+        return MxChangeResult(changed=True, before=current, serial=serial)
+
+    async def _server_view(self, server: HostPort, query: ConvergenceQuery) -> ServerView:
+        try:
+            (mx, _), (serial, _) = await asyncio.gather(
+                self.read_mx(server, query.domain), self.read_soa(server, query.zone)
+            )
+        except (dns.exception.DNSException, ApplicationError, OSError) as exc:
+            return ServerView(str(server), ok=False, mx=[], serial=None, error=str(exc) or type(exc).__name__)
+        return ServerView(str(server), ok=mx_key(mx) == mx_key(query.target), mx=list(mx_key(mx)), serial=serial)
+
+    @activity.defn
+    async def poll_authoritative(self, query: ConvergenceQuery) -> ConvergenceReport:
+        """Poll every authoritative address until all serve the target set, or the window ends.
+
+        Heartbeats every round, so a lost worker is noticed within the heartbeat timeout.
+        """
+        servers = [parse_host_port(a, 53, "authoritative") for a in query.authoritative]
+        deadline = time.monotonic() + query.window
+        round_ = 0
+        while True:
+            round_ += 1
+            views = await asyncio.gather(*(self._server_view(s, query) for s in servers))
+            if all(v.ok for v in views):
+                return ConvergenceReport(True, list(views))
+            activity.heartbeat(round_)
+            if time.monotonic() + query.poll > deadline:
+                return ConvergenceReport(False, list(views))
+            await asyncio.sleep(query.poll)
+
+    @activity.defn
+    async def observe_resolvers(self, query: ResolverQuery) -> list[ResolverView]:
+        """Every configured resolver, concurrently: what it serves now and for how long."""
+
+        async def view(server: HostPort) -> ResolverView:
+            try:
+                reply = await self.ask(server, query.domain, "MX", recursive=True)
+            except (dns.exception.DNSException, OSError) as exc:
+                return ResolverView(str(server), False, [], None, error=str(exc) or type(exc).__name__)
+            for rrset in reply.answer:
+                if rrset.rdtype == dns.rdatatype.MX:
+                    mx = list(mx_key(_mx_from(rrset)))
+                    return ResolverView(str(server), mx_key(mx) == mx_key(query.target), mx, rrset.ttl)
+            return ResolverView(str(server), not query.target, [], None, error=dns.rcode.to_text(reply.rcode()))
+
+        return list(await asyncio.gather(*(view(r) for r in self.settings.dns.resolvers)))

@@ -1,0 +1,99 @@
+"""The centre's request portal over HTTP (httpx), filed at most once per idempotency key.
+
+The request is written to the database before it is sent and again when the portal has
+answered; the same key is sent as `Idempotency-Key`, so a worker that dies between the two
+writes re-sends a request that the portal recognises instead of filing a second one.
+
+The HTTP contract (documented in the README): `POST {url}requests` with a JSON body
+`{"kind", "subject", "values", "reference"}` answers `{"id", "status"}`;
+`GET {url}requests/{id}` answers `{"id", "status"}`, where `confirmed` means registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from mailmove.config import PortalConfig
+from store.db import sessions
+from store.models import PortalRequest
+from workflows.model import PortalFiling, PortalReceipt
+
+
+class PortalActivities:
+    def __init__(self, portal: PortalConfig, database_url: str):
+        self.portal = portal
+        self.sessions = sessions(database_url)
+
+    def _client(self) -> httpx.AsyncClient:
+        headers = {"Accept": "application/json"}
+        if token := self.portal.token():
+            headers["Authorization"] = f"Bearer {token}"
+        base = self.portal.url if self.portal.url.endswith("/") else self.portal.url + "/"
+        return httpx.AsyncClient(base_url=base, headers=headers, timeout=self.portal.timeout)
+
+    def _begin(self, filing: PortalFiling) -> PortalRequest:
+        with self.sessions.begin() as session:
+            row = session.get(PortalRequest, filing.key)
+            if row is None:
+                row = PortalRequest(
+                    key=filing.key,
+                    workflow_id=filing.workflow_id,
+                    kind=filing.kind,
+                    subject=filing.subject,
+                    values=filing.values,
+                    state="submitting",
+                    reference="",
+                    status="",
+                    created_at=datetime.now(timezone.utc),
+                )
+                session.add(row)
+            return row
+
+    def _filed(self, key: str, reference: str, status: str) -> None:
+        with self.sessions.begin() as session:
+            row = session.get(PortalRequest, key)
+            row.state, row.reference, row.status = "filed", reference, status
+            row.filed_at = datetime.now(timezone.utc)
+
+    @activity.defn
+    async def file_request(self, filing: PortalFiling) -> PortalReceipt:
+        row = await asyncio.to_thread(self._begin, filing)
+        if row.state == "filed":
+            return PortalReceipt(filing.key, row.reference, row.status)
+        body = {"kind": filing.kind, "subject": filing.subject, "values": filing.values, "reference": filing.workflow_id}
+        async with self._client() as client:
+            try:
+                response = await client.post("requests", json=body, headers={"Idempotency-Key": filing.key})
+            except httpx.HTTPError as exc:
+                raise ApplicationError(f"portal unreachable: {exc!r}") from exc
+        _raise_for(response)
+        answer = response.json()
+        await asyncio.to_thread(self._filed, filing.key, str(answer["id"]), str(answer.get("status", "")))
+        return PortalReceipt(filing.key, str(answer["id"]), str(answer.get("status", "")))
+
+    @activity.defn
+    async def request_status(self, receipt: PortalReceipt) -> str:
+        async with self._client() as client:
+            try:
+                response = await client.get(f"requests/{receipt.reference}")
+            except httpx.HTTPError as exc:
+                raise ApplicationError(f"portal unreachable: {exc!r}") from exc
+        _raise_for(response)
+        return str(response.json().get("status", ""))
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """5xx, 408 and 429 are worth a retry; any other error is the request's own fault."""
+    if response.is_success:
+        return
+    retry = response.status_code >= 500 or response.status_code in (408, 429)
+    raise ApplicationError(
+        f"portal answered {response.status_code}: {response.text[:300]}",
+        non_retryable=not retry,
+        type="PortalRejected" if not retry else "PortalUnavailable",
+    )

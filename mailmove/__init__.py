@@ -1,0 +1,1 @@
+"""mailmove: moves mail domains and servers behind a central mail gateway, durably."""

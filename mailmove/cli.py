@@ -1,0 +1,346 @@
+"""The `mailmove` command line. Exit status: 0 ok, 2 bad input (the message names the field)
+or a refused request, 1 any other failure."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import signal
+import sys
+import time
+from contextlib import asynccontextmanager
+from enum import Enum
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable, Optional
+
+import typer
+from temporalio.client import Client
+
+from mailmove import control
+from mailmove.config import ConfigError, Settings, load_settings, parse_duration
+from mailmove.embedded import DevServer
+from mailmove.inputs import DomainMoveRequest, FieldError
+from mailmove.render import console, migration_table, shown
+from mailmove.temporal import address, connect, register_search_attributes
+from store.db import upgrade
+from workflows.model import CancelInput, ConfirmInput, ExtendInput
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Move mail domains behind the central mail gateway.")
+domain_app = typer.Typer(no_args_is_help=True, help="Domain moves.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="A local world of real BIND, portal and SMTP stand-ins.")
+app.add_typer(domain_app, name="domain")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+class DnsMode(str, Enum):
+    rfc2136 = "rfc2136"
+    centre = "centre"
+
+
+class PortalMode(str, Enum):
+    manual = "manual"
+    http = "http"
+
+
+class Context:
+    config: Optional[Path] = None
+
+    def settings(self) -> Settings:
+        return load_settings(self.config)
+
+
+ctx = Context()
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+@app.callback()
+def main(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration [env: MAILMOVE_CONFIG]")) -> None:
+    ctx.config = config
+
+
+def actor() -> str:
+    return os.environ.get("MAILMOVE_USER") or getpass.getuser()
+
+
+def fail(code: int, message: str) -> None:
+    console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(work: Callable[[Settings], Awaitable[None]]) -> None:
+    """Load settings, run `work`, and turn known errors into the exit status of the contract."""
+    try:
+        settings = ctx.settings()
+        asyncio.run(work(settings))
+    except (ConfigError, FieldError) as exc:
+        fail(2, str(exc))
+    except control.Refused as exc:
+        fail(2, str(exc))
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    except Exception as exc:  # noqa: BLE001 - the CLI's last word on any failure
+        fail(1, f"{type(exc).__name__}: {exc}")
+
+
+async def client_for(settings: Settings) -> Client:
+    try:
+        return await connect(settings)
+    except RuntimeError as exc:
+        field = "temporal.address" if settings.temporal.address else "temporal.embedded_listen"
+        hint = "" if settings.temporal.address else " (is `mailmove up` running?)"
+        raise FieldError(field, f"{address(settings)} does not answer{hint}: {exc}") from None
+
+
+def print_json(value: object) -> None:
+    typer.echo(json.dumps(control.jsonable(value), indent=2))
+
+
+# -- the embedded stack -----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def stack(settings: Settings) -> AsyncIterator[Client]:
+    """Temporal (embedded dev server unless `temporal.address` is set) and the worker."""
+    from worker import build_worker  # the worker imports every activity; only `up` needs them
+
+    await asyncio.to_thread(upgrade, settings.database.url)
+    dev = None if settings.temporal.address else DevServer(settings)
+    try:
+        client = await dev.start() if dev else await client_for(settings)
+        await register_search_attributes(client, settings.temporal.namespace)
+        async with build_worker(client, settings):
+            yield client
+    finally:
+        if dev:
+            dev.stop()
+
+
+async def until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def print_addresses(settings: Settings) -> None:
+    out = console()
+    if settings.temporal.address:
+        out.print(f"Temporal cluster  {settings.temporal.address} (namespace {settings.temporal.namespace})")
+    else:
+        dev = DevServer(settings)
+        out.print(f"Temporal dev server  {settings.temporal.embedded_listen}   UI {dev.ui_url}   state {dev.db_file}")
+    out.print(f"worker            task queue {settings.temporal.task_queue}")
+    out.print(f"database          {settings.database.url}")
+    out.print("Ctrl-C stops all of it; `mailmove up` again resumes every running migration.")
+
+
+@app.command()
+def up() -> None:
+    """Run the whole stack: Temporal (embedded dev server by default), the worker; Ctrl-C stops it."""
+
+    async def work(settings: Settings) -> None:
+        async with stack(settings):
+            print_addresses(settings)
+            await until_signalled()
+
+    run(work)
+
+
+@app.command()
+def worker() -> None:
+    """Run only the worker, against `temporal.address`."""
+
+    async def work(settings: Settings) -> None:
+        from worker import run as run_worker
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    run(work)
+
+
+# -- domain moves -----------------------------------------------------------------------------
+
+
+@domain_app.command("start")
+def domain_start(
+    domain: str = typer.Argument(..., help="the mail domain to move, e.g. chem.tu-darmstadt.de"),
+    legacy_mx: str = typer.Option(..., "--legacy-mx", help="the department's current mail server"),
+    dns_mode: DnsMode = typer.Option(DnsMode.rfc2136, "--dns", help="rfc2136: mailmove updates DNS; centre: by hand"),
+    portal: Optional[PortalMode] = typer.Option(None, "--portal", help="how the domain is filed (default: portal.mode)"),
+    legacy_preference: Optional[int] = typer.Option(None, "--legacy-preference", help="default: gateway.legacy_preference"),
+    as_json: bool = JSON,
+) -> None:
+    """Start moving DOMAIN behind the gateway; mailmove then drives every stage to `done`."""
+
+    async def work(settings: Settings) -> None:
+        request = DomainMoveRequest(
+            domain, legacy_mx, dns_mode.value, portal.value if portal else "", legacy_preference, actor()
+        )
+        move = await control.prepare_domain_move(settings, request)  # before Temporal is even asked
+        wid = await control.start_domain_move(await client_for(settings), settings, move)
+        if as_json:
+            print_json({"id": wid, "state": "running"})
+        else:
+            console().print(f"started {wid}; watch it with `mailmove show {wid}`")
+
+    run(work)
+
+
+@app.command("list")
+def list_(kind: Optional[str] = typer.Option(None, help="domain or server"), as_json: bool = JSON) -> None:
+    """Every migration, last changed first (from the database)."""
+
+    async def work(settings: Settings) -> None:
+        rows = await asyncio.to_thread(control.migrations, settings, kind)
+        print_json(rows) if as_json else console().print(migration_table(rows))
+
+    run(work)
+
+
+@app.command("show")
+def show_(
+    id: str = typer.Argument(..., help="domain-move:<domain>, or the domain"),
+    as_json: bool = JSON,
+    watch: bool = typer.Option(False, "--watch", help="refresh every 2 s until the move ends"),
+) -> None:
+    """One migration: its stages, what it waits for, the ETA, and its history."""
+
+    async def work(settings: Settings) -> None:
+        client = await client_for(settings)
+        wid = control.workflow_id(id)
+        while True:
+            view = await control.show(client, settings, wid)
+            if as_json:
+                print_json({"id": wid, "execution": view.execution, "status": view.status, "audit": view.audit, "note": view.note})
+            else:
+                console().print(shown(view))
+            if not watch or view.execution != "RUNNING":
+                return
+            await asyncio.sleep(2)
+            if not as_json:
+                console().clear()
+
+    run(work)
+
+
+@app.command("confirm")
+def confirm_(
+    id: str = typer.Argument(...),
+    stage: str = typer.Argument(..., help="the waiting stage, e.g. request_domain or await_registration"),
+    note: str = typer.Option("", "--note", help="recorded in the history"),
+) -> None:
+    """Confirm a stage that waits for a person (or retry a stage that failed)."""
+
+    async def work(settings: Settings) -> None:
+        client = await client_for(settings)
+        console().print(await control.confirm(client, control.workflow_id(id), ConfirmInput(stage, actor(), note)))
+
+    run(work)
+
+
+@app.command("extend")
+def extend_(
+    id: str = typer.Argument(...),
+    duration: str = typer.Argument(..., help="e.g. 3d, 12h"),
+    note: str = typer.Option("", "--note"),
+) -> None:
+    """Give a waiting stage more time before it needs attention."""
+
+    async def work(settings: Settings) -> None:
+        seconds = parse_duration(duration, "duration")
+        client = await client_for(settings)
+        console().print(await control.extend(client, control.workflow_id(id), ExtendInput(seconds, actor(), note)))
+
+    run(work)
+
+
+@app.command("cancel")
+def cancel_(id: str = typer.Argument(...), note: str = typer.Option("", "--note")) -> None:
+    """Cancel a move; before `remove_legacy_mx` the original MX set is restored and verified."""
+
+    async def work(settings: Settings) -> None:
+        client = await client_for(settings)
+        console().print(await control.cancel(client, control.workflow_id(id), CancelInput(actor(), note)))
+
+    run(work)
+
+
+# -- sandbox ----------------------------------------------------------------------------------
+
+
+def _sandbox(root: Optional[Path], ttl: int):
+    from sandbox.world import Sandbox, SandboxOptions
+
+    root = (root or Path("var") / f"sandbox-{int(time.time())}").resolve()
+    world = Sandbox(SandboxOptions(ttl=ttl, notify=2, root=root)).start()
+    return world, world.write_config()
+
+
+@sandbox_app.command("up")
+def sandbox_up(root: Optional[Path] = typer.Option(None, help="where the world keeps its files"), ttl: int = 3) -> None:
+    """Run the local world and the embedded stack; start moves against it from another terminal."""
+    world, config = _sandbox(root, ttl)
+    ctx.config = config
+
+    async def work(settings: Settings) -> None:
+        async with stack(settings):
+            print_addresses(settings)
+            console().print(
+                f"\nsandbox: domain chem.sandbox.test, legacy host mail.chem.sandbox.test, portal {world.portal.url}\n"
+                f"try:  mailmove --config {config} domain start chem.sandbox.test --legacy-mx mail.chem.sandbox.test\n"
+                f"      mailmove --config {config} show chem.sandbox.test --watch"
+            )
+            await until_signalled()
+
+    try:
+        run(work)
+    finally:
+        world.stop()
+
+
+@sandbox_app.command("demo")
+def sandbox_demo(root: Optional[Path] = typer.Option(None, help="where the world keeps its files"), ttl: int = 3) -> None:
+    """One domain move from start to `done` in the local world, in well under a minute."""
+    world, config = _sandbox(root, ttl)
+    ctx.config = config
+
+    async def work(settings: Settings) -> None:
+        out = console()
+        async with stack(settings) as client:
+            began = time.monotonic()
+            request = DomainMoveRequest("chem.sandbox.test", "mail.chem.sandbox.test", actor=actor())
+            move = await control.prepare_domain_move(settings, request)
+            wid = await control.start_domain_move(client, settings, move)
+            out.print(f"started {wid} (watch it too: mailmove --config {config} show {wid} --watch)\n")
+            seen = ""
+            while True:
+                view = await control.show(client, settings, wid)
+                if view.status and f"{view.status.stage}/{view.status.state.value}" != seen:
+                    seen = f"{view.status.stage}/{view.status.state.value}"
+                    out.print(f"{time.monotonic() - began:6.1f}s  {seen}")
+                if view.execution != "RUNNING" and view.status:
+                    out.print()
+                    out.print(shown(view))
+                    out.print(f"\nfinished in {time.monotonic() - began:.1f}s")
+                    if view.execution != "COMPLETED":
+                        raise typer.Exit(1)
+                    return
+                await asyncio.sleep(0.5)
+
+    try:
+        run(work)
+    finally:
+        world.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,365 @@
+"""The one TOML configuration file, with the TU Darmstadt gateway profile as defaults.
+
+Keys follow DESIGN.md (outside tools rely on them). Secrets are references: the TSIG key
+file path and key names, the portal credential's file or environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from workflows.model import Timings
+
+CONFIG_ENV = "MAILMOVE_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; `field` names it as a dotted TOML key."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host_port(value: str, default_port: int, key: str) -> HostPort:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
+    text = str(value).strip()
+    if m := re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text):
+        host, port = m.group(1), m.group(2)
+    elif text.count(":") > 1:
+        host, port = text, None
+    elif ":" in text:
+        host, port = text.rsplit(":", 1)
+    else:
+        host, port = text, None
+    if not host:
+        raise ConfigError(key, f"{value!r} has no host")
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(key, f"{value!r} has no valid port")
+    return HostPort(host, int(port) if port else default_port)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """Seconds from a number or a string such as `90s`, `15m`, `1h30m`, `14d`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    text = str(value).strip().replace(" ", "")
+    parts = list(_DURATION.finditer(text))
+    if not text or "".join(p.group(0) for p in parts) != text:
+        raise ConfigError(key, f"{value!r} is not a duration (e.g. 90s, 15m, 2h, 14d)")
+    return sum(float(p.group(1)) * _UNIT[p.group(2)] for p in parts)
+
+
+@dataclass(frozen=True)
+class TsigKey:
+    name: str
+    algorithm: str
+    secret: str
+
+
+_KEY_BLOCK = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)
+
+
+def read_tsig_keyfile(path: Path) -> dict[str, TsigKey]:
+    """Keys from a file as `tsig-keygen` writes it (BIND `key "name" { ... };` blocks)."""
+    text = re.sub(r"(#|//)[^\n]*", "", path.read_text())
+    keys = {}
+    for name, body in _KEY_BLOCK.findall(text):
+        algorithm = re.search(r"algorithm\s+\"?([\w-]+)\"?\s*;", body)
+        secret = re.search(r'secret\s+"([^"]+)"\s*;', body)
+        if algorithm and secret:
+            keys[name.rstrip(".").lower()] = TsigKey(name.rstrip("."), algorithm.group(1), secret.group(1))
+    return keys
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    name: str
+    authoritative: tuple[HostPort, ...] = ()
+    update_server: HostPort | None = None
+    tsig_key: str = ""
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    address: str = ""
+    namespace: str = "default"
+    task_queue: str = "mailmove"
+    embedded_listen: HostPort = HostPort("127.0.0.1", 7233)
+    embedded_ui_port: int = 8233
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    mx: tuple[str, ...] = ("a2681.mx.srv.dfn.de", "b2681.mx.srv.dfn.de", "c2681.mx.srv.dfn.de")
+    mx_preference: int = 10
+    legacy_preference: int = 5
+    smtp_port: int = 25
+    networks: tuple[str, ...] = (
+        "130.83.156.224/27",
+        "130.83.252.128/26",
+        "2001:41b8:83f:1610::/64",
+        "2001:41b8:83f:1611::/64",
+    )
+    relay: HostPort = HostPort("mailout.hrz.tu-darmstadt.de", 25)
+    relay_internal: HostPort = HostPort("mailout-intern.hrz.tu-darmstadt.de", 25)
+    relay_unsecure: HostPort = HostPort("mailout-unsecure.hrz.tu-darmstadt.de", 25)
+    internal_relay_addresses: tuple[str, ...] = ("130.83.157.89", "2001:41b8:83f:1608::25:3")
+    spf_include: str = "_spf.tu-darmstadt.de"
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    resolvers: tuple[HostPort, ...] = ()
+    tsig_keyfile: str = ""
+    timeout: float = 3.0
+    zones: tuple[ZoneConfig, ...] = ()
+
+    def zone_for(self, name: str) -> ZoneConfig | None:
+        """The configured zone that is the longest suffix of `name`, if any."""
+        name = name.rstrip(".").lower()
+        best = None
+        for zone in self.zones:
+            if name == zone.name or name.endswith("." + zone.name):
+                if best is None or len(zone.name) > len(best.name):
+                    best = zone
+        return best
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    mode: str = "manual"
+    url: str = "https://www-cgi.hrz.tu-darmstadt.de/mail/"
+    domain_form: str = "antrag-maildomain.php"
+    credentials_env: str = ""  # name of an environment variable holding a bearer token
+    credentials_file: str = ""  # or a file holding it
+    timeout: float = 30.0
+
+    @property
+    def form_url(self) -> str:
+        return self.url.rstrip("/") + "/" + self.domain_form
+
+    def token(self) -> str:
+        if self.credentials_file:
+            return Path(self.credentials_file).read_text().strip()
+        if self.credentials_env:
+            return os.environ.get(self.credentials_env, "")
+        return ""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    helo: str = ""  # empty: this machine's FQDN
+    ca_file: str = ""  # extra CA for STARTTLS verification (tests, private CAs)
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///var/mailmove.db"
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    listen: HostPort = HostPort("127.0.0.1", 8080)
+
+
+@dataclass(frozen=True)
+class Settings:
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    portal: PortalConfig = field(default_factory=PortalConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    timing: Timings = field(default_factory=Timings)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    var_dir: Path = Path("var")
+    source: Path | None = None
+
+    def tsig_keys(self) -> dict[str, TsigKey]:
+        if not self.dns.tsig_keyfile:
+            return {}
+        return read_tsig_keyfile(Path(self.dns.tsig_keyfile))
+
+
+def _table(raw: dict, key: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(key, "must be a table")
+    return value
+
+
+def _check_keys(table: dict, allowed: set[str], prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{prefix}.{key}", f"unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def _str_list(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(key, "must be a list of strings")
+    return tuple(value)
+
+
+def _int(value: Any, key: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(key, f"must be a whole number from {low} to {high}")
+    return value
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    return str((base / value).resolve()) if value and not Path(value).is_absolute() else value
+
+
+def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None) -> Settings:
+    """Typed settings from a parsed TOML document; relative paths are relative to `base`."""
+    d = Settings()
+    top = {"temporal", "database", "gateway", "dns", "portal", "smtp", "timing", "dashboard", "paths"}
+    _check_keys(raw, top, "config")
+
+    t = _table(raw, "temporal")
+    _check_keys(t, {"address", "namespace", "task_queue", "embedded_listen", "embedded_ui_port"}, "temporal")
+    temporal = TemporalConfig(
+        address=str(t.get("address", d.temporal.address)),
+        namespace=str(t.get("namespace", d.temporal.namespace)),
+        task_queue=str(t.get("task_queue", d.temporal.task_queue)),
+        embedded_listen=parse_host_port(
+            t.get("embedded_listen", str(d.temporal.embedded_listen)), 7233, "temporal.embedded_listen"
+        ),
+        embedded_ui_port=_int(t.get("embedded_ui_port", d.temporal.embedded_ui_port), "temporal.embedded_ui_port", 1, 65535),
+    )
+
+    paths = _table(raw, "paths")
+    _check_keys(paths, {"var"}, "paths")
+    var_dir = Path(_resolve_path(str(paths.get("var", "var")), base))
+
+    db = _table(raw, "database")
+    _check_keys(db, {"url"}, "database")
+    url = str(db.get("url", d.database.url))
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        # relative SQLite paths are relative to the config file, like every other path
+        url = "sqlite:///" + _resolve_path(url[len("sqlite:///"):], base)
+
+    g = _table(raw, "gateway")
+    gk = {f.name for f in fields(GatewayConfig)}
+    _check_keys(g, gk, "gateway")
+    gateway = GatewayConfig(
+        mx=tuple(h.rstrip(".").lower() for h in _str_list(g.get("mx", list(d.gateway.mx)), "gateway.mx")),
+        mx_preference=_int(g.get("mx_preference", d.gateway.mx_preference), "gateway.mx_preference", 0, 65535),
+        legacy_preference=_int(g.get("legacy_preference", d.gateway.legacy_preference), "gateway.legacy_preference", 0, 65535),
+        smtp_port=_int(g.get("smtp_port", d.gateway.smtp_port), "gateway.smtp_port", 1, 65535),
+        networks=_str_list(g.get("networks", list(d.gateway.networks)), "gateway.networks"),
+        relay=parse_host_port(g.get("relay", str(d.gateway.relay)), 25, "gateway.relay"),
+        relay_internal=parse_host_port(g.get("relay_internal", str(d.gateway.relay_internal)), 25, "gateway.relay_internal"),
+        relay_unsecure=parse_host_port(g.get("relay_unsecure", str(d.gateway.relay_unsecure)), 25, "gateway.relay_unsecure"),
+        internal_relay_addresses=_str_list(
+            g.get("internal_relay_addresses", list(d.gateway.internal_relay_addresses)), "gateway.internal_relay_addresses"
+        ),
+        spf_include=str(g.get("spf_include", d.gateway.spf_include)),
+    )
+    if not gateway.mx:
+        raise ConfigError("gateway.mx", "must name at least one host")
+
+    n = _table(raw, "dns")
+    _check_keys(n, {"resolvers", "tsig_keyfile", "timeout", "zones"}, "dns")
+    zones = []
+    for name, z in _table(n, "zones").items():
+        prefix = f'dns.zones."{name}"'
+        if not isinstance(z, dict):
+            raise ConfigError(prefix, "must be a table")
+        _check_keys(z, {"authoritative", "update_server", "tsig_key"}, prefix)
+        zones.append(
+            ZoneConfig(
+                name=name.rstrip(".").lower(),
+                authoritative=tuple(
+                    parse_host_port(a, 53, f"{prefix}.authoritative")
+                    for a in _str_list(z.get("authoritative", []), f"{prefix}.authoritative")
+                ),
+                update_server=parse_host_port(z["update_server"], 53, f"{prefix}.update_server")
+                if z.get("update_server")
+                else None,
+                tsig_key=str(z.get("tsig_key", "")),
+            )
+        )
+    dns = DnsConfig(
+        resolvers=tuple(parse_host_port(r, 53, "dns.resolvers") for r in _str_list(n.get("resolvers", []), "dns.resolvers")),
+        tsig_keyfile=_resolve_path(str(n.get("tsig_keyfile", "")), base),
+        timeout=parse_duration(n.get("timeout", d.dns.timeout), "dns.timeout"),
+        zones=tuple(zones),
+    )
+
+    p = _table(raw, "portal")
+    _check_keys(p, {f.name for f in fields(PortalConfig)}, "portal")
+    portal = PortalConfig(
+        mode=str(p.get("mode", d.portal.mode)),
+        url=str(p.get("url", d.portal.url)),
+        domain_form=str(p.get("domain_form", d.portal.domain_form)),
+        credentials_env=str(p.get("credentials_env", "")),
+        credentials_file=_resolve_path(str(p.get("credentials_file", "")), base),
+        timeout=parse_duration(p.get("timeout", d.portal.timeout), "portal.timeout"),
+    )
+    if portal.mode not in ("manual", "http"):
+        raise ConfigError("portal.mode", f"{portal.mode!r} is neither 'manual' nor 'http'")
+
+    s = _table(raw, "smtp")
+    _check_keys(s, {f.name for f in fields(SmtpConfig)}, "smtp")
+    smtp = SmtpConfig(
+        helo=str(s.get("helo", "")),
+        ca_file=_resolve_path(str(s.get("ca_file", "")), base),
+        timeout=parse_duration(s.get("timeout", d.smtp.timeout), "smtp.timeout"),
+    )
+
+    tm = _table(raw, "timing")
+    _check_keys(tm, {f.name for f in fields(Timings)}, "timing")
+    timing = Timings(**{k: parse_duration(v, f"timing.{k}") for k, v in tm.items()})
+
+    dash = _table(raw, "dashboard")
+    _check_keys(dash, {"listen"}, "dashboard")
+    dashboard = DashboardConfig(listen=parse_host_port(dash.get("listen", str(d.dashboard.listen)), 8080, "dashboard.listen"))
+
+    return Settings(
+        temporal=temporal,
+        database=DatabaseConfig(url),
+        gateway=gateway,
+        dns=dns,
+        portal=portal,
+        smtp=smtp,
+        timing=timing,
+        dashboard=dashboard,
+        var_dir=var_dir,
+        source=source,
+    )
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """From `path`, else `$MAILMOVE_CONFIG`, else the built-in defaults (relative to the cwd)."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return parse_settings({}, Path.cwd())
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("--config", f"{path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    return parse_settings(raw, path.resolve().parent, path.resolve())

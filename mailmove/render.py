@@ -1,0 +1,87 @@
+"""Rich views of migrations for the terminal (colour only on a tty, as Rich decides)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from mailmove.control import Shown
+from workflows.model import StageState
+
+STATE_STYLE = {
+    "done": "green", "running": "cyan", "waiting": "yellow", "needs_attention": "bold red", "failed": "red",
+    "cancelled": "magenta", "cancelling": "magenta", "pending": "dim", "skipped": "dim",
+}
+
+
+def _when(at: datetime | None) -> str:
+    if at is None:
+        return ""
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _styled(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def migration_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{len(rows)} migration(s)", title_justify="left")
+    for column in ("id", "stage", "state", "updated (UTC)"):
+        table.add_column(column)
+    for row in rows:
+        state = "needs_attention" if row["attention"] and row["state"] not in ("done", "cancelled") else row["state"]
+        table.add_row(row["id"], row["stage"], _styled(state), _when(row["updated_at"]))
+    return table
+
+
+def shown(view: Shown) -> Group:
+    parts: list[Any] = []
+    status = view.status
+    if status is None:
+        parts.append(Text(view.note, style="yellow"))
+    else:
+        head = Text.assemble((status.workflow_id, "bold"), "  ", _styled(status.state.value), f"  stage {status.stage}")
+        if status.eta:
+            head.append(f"  ETA {_when(status.eta)} UTC")
+        parts.append(head)
+        stages = Table(show_edge=False)
+        for column in ("stage", "state", "started", "ended", "tries", "waiting for / detail"):
+            stages.add_column(column, overflow="fold")
+        for s in status.stages:
+            info = s.waiting_for if s.state == StageState.WAITING else s.detail
+            if s.last_error and s.state not in (StageState.DONE, StageState.SKIPPED):
+                info = f"{info}\nlast error: {s.last_error}".strip()
+            if s.eta and s.state in (StageState.WAITING, StageState.RUNNING):
+                info += f"\nETA {_when(s.eta)} UTC"
+            stages.add_row(s.name, _styled(s.state.value), _when(s.started), _when(s.ended), str(s.attempts or ""), info)
+        parts.append(stages)
+        if status.records_to_set:
+            parts.append(Text("Records to set in the zone:\n  " + "\n  ".join(status.records_to_set), style="bold yellow"))
+        if status.form:
+            parts.append(Text("Form to file:\n  " + "\n  ".join(f"{k}: {v}" for k, v in status.form.items()), style="bold yellow"))
+        for alert in status.alerts:
+            parts.append(Text(f"! {alert}", style="red"))
+        if status.authoritative:
+            parts.append(Text("authoritative: " + "; ".join(
+                f"{v.address} {'ok' if v.ok else 'differs'} serial {v.serial}" for v in status.authoritative)))
+        if status.resolvers:
+            parts.append(Text("resolvers: " + "; ".join(
+                f"{v.resolver} {'new set' if v.serves_target else 'old set'} ttl {v.ttl}" for v in status.resolvers)))
+        if status.message:
+            parts.append(Text(status.message, style="green" if status.state.value == "done" else ""))
+    if view.audit:
+        audit = Table(title="history", title_justify="left", show_edge=False)
+        for column in ("at (UTC)", "who", "action", "stage", "detail"):
+            audit.add_column(column, overflow="fold")
+        for e in view.audit[-15:]:
+            audit.add_row(_when(e["at"]), e["actor"], e["action"], e["stage"], e["detail"])
+        parts.append(audit)
+    return Group(*parts)
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, soft_wrap=False)

@@ -1,0 +1,220 @@
+"""A real DNS world on loopback: BIND 9 primary, secondary and caching resolver.
+
+The primary accepts RFC 2136 updates signed with a TSIG key made by `tsig-keygen` and
+NOTIFYs the secondary (immediately, after `notify_delay` seconds, or never: then a test
+sends the NOTIFY itself, for a deterministic lag). The resolver forwards the zones to the
+primary and caches what it is told, exactly as a resolver on the Internet would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.query
+import dns.rdatatype
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+
+
+def named_binary() -> str:
+    path = shutil.which("named") or "/usr/sbin/named"
+    if not Path(path).exists():
+        raise RuntimeError("BIND's `named` is not installed (Debian: apt-get install bind9 bind9-dnsutils)")
+    return path
+
+
+def make_tsig_key(path: Path, name: str) -> Path:
+    tool = shutil.which("tsig-keygen") or "/usr/sbin/tsig-keygen"
+    path.write_text(subprocess.run([tool, "-a", "hmac-sha256", name], check=True, capture_output=True, text=True).stdout)
+    return path
+
+
+@dataclass
+class Zone:
+    """A zone's file content; `$TTL` and the SOA are written from these fields."""
+
+    name: str
+    records: list[str]
+    ttl: int = 300
+    negative_ttl: int = 60
+    serial: int = 1
+
+    def text(self) -> str:
+        return "\n".join(
+            [
+                f"$ORIGIN {self.name}.",
+                f"$TTL {self.ttl}",
+                f"@ IN SOA ns1.{self.name}. hostmaster.{self.name}. {self.serial} 60 30 3600 {self.negative_ttl}",
+                *self.records,
+                "",
+            ]
+        )
+
+
+@dataclass
+class Named:
+    """One `named -g` process in a directory of its own."""
+
+    role: str
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self, conf: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "named.conf").write_text(conf)
+        log = open(self.directory / "named.log", "ab")
+        self.process = subprocess.Popen(
+            [named_binary(), "-g", "-c", str(self.directory / "named.conf")], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"named ({self.role}) exited: {(self.directory / 'named.log').read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"named ({self.role}) did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _options(directory: Path, port: int, extra: str) -> str:
+    return f"""options {{
+  directory "{directory}"; pid-file "named.pid"; session-keyfile "session.key";
+  listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};
+  dnssec-validation no; notify-source 127.0.0.1; transfer-source 127.0.0.1;
+  {extra}
+}};
+controls {{ }};
+"""
+
+
+class DnsWorld:
+    """Primary + secondary + caching resolver serving `zones`, all on free loopback ports.
+
+    `notify`: "now" (NOTIFY at once), a number of seconds (BIND's notify-delay), or "off"
+    (the secondary stays stale until `send_notify`).
+    """
+
+    def __init__(self, zones: list[Zone], root: Path | None = None, notify: str | int = "now", key_name: str = "ddns-key"):
+        self.zones = zones
+        self.root = Path(root or tempfile.mkdtemp(prefix="mailmove-dns-"))
+        self.notify = notify
+        self.key_name = key_name
+        self.primary = Named("primary", self.root / "primary")
+        self.secondary = Named("secondary", self.root / "secondary")
+        self.resolver = Named("resolver", self.root / "resolver")
+
+    @property
+    def keyfile(self) -> Path:
+        return self.root / f"{self.key_name}.conf"
+
+    def start(self) -> "DnsWorld":
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.keyfile.exists():
+            make_tsig_key(self.keyfile, self.key_name)
+            make_tsig_key(self.root / "xfr-key.conf", "xfr-key")
+        self.primary.directory.mkdir(parents=True, exist_ok=True)
+        for zone in self.zones:
+            (self.primary.directory / f"{zone.name}.db").write_text(zone.text())
+        if self.notify == "off":
+            notify = "notify no;"
+        else:
+            delay = 0 if self.notify == "now" else int(self.notify)
+            notify = f"notify explicit; also-notify {{ 127.0.0.1 port {self.secondary.port}; }}; notify-delay {delay};"
+        keys = f'include "{self.keyfile}"; include "{self.root / "xfr-key.conf"}";\n'
+        self.primary.start(
+            keys
+            + _options(self.primary.directory, self.primary.port, f"recursion no; {notify}")
+            + "".join(
+                f'zone "{z.name}" {{ type primary; file "{z.name}.db"; '
+                f"update-policy {{ grant {self.key_name} zonesub ANY; }}; allow-transfer {{ key xfr-key; }}; }};\n"
+                for z in self.zones
+            )
+        )
+        self.secondary.start(
+            keys
+            + _options(self.secondary.directory, self.secondary.port, "recursion no; notify no;")
+            + "server 127.0.0.1 { keys { xfr-key; }; };\n"
+            + "".join(
+                f'zone "{z.name}" {{ type secondary; primaries {{ 127.0.0.1 port {self.primary.port}; }}; '
+                f'allow-notify {{ 127.0.0.1; }}; file "{z.name}.bk"; }};\n'
+                for z in self.zones
+            )
+        )
+        self.resolver.start(
+            _options(
+                self.resolver.directory,
+                self.resolver.port,
+                "recursion yes; allow-recursion { 127.0.0.1; }; notify no;",
+            )
+            + "".join(
+                f'zone "{z.name}" {{ type forward; forward only; forwarders {{ 127.0.0.1 port {self.primary.port}; }}; }};\n'
+                for z in self.zones
+            )
+        )
+        self.wait_secondary_loaded()
+        return self
+
+    def wait_secondary_loaded(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        for zone in self.zones:
+            while True:
+                reply = dns.query.udp(dns.message.make_query(zone.name, "SOA"), "127.0.0.1", port=self.secondary.port, timeout=1)
+                if reply.answer:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the secondary did not load {zone.name}")
+                time.sleep(0.05)
+
+    def send_notify(self, zone: str) -> None:
+        """What the primary would send: makes the secondary transfer the zone now."""
+        notify = dns.message.make_query(zone, dns.rdatatype.SOA)
+        notify.set_opcode(dns.opcode.NOTIFY)
+        notify.flags |= dns.flags.AA
+        dns.query.udp(notify, "127.0.0.1", port=self.secondary.port, timeout=2)
+
+    def stop(self) -> None:
+        for server in (self.resolver, self.secondary, self.primary):
+            server.stop()
+
+    def __enter__(self) -> "DnsWorld":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

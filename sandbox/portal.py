@@ -1,0 +1,115 @@
+"""A stand-in for the centre's request portal: a real HTTP server speaking mailmove's contract.
+
+Requests are kept in memory; each is `received` and becomes `confirmed` once `confirm_after`
+seconds have passed, as if the centre had registered it. A repeated `Idempotency-Key`
+returns the first request instead of filing another one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI, Header, HTTPException
+from pydantic import BaseModel
+
+from sandbox.bind import free_port
+
+
+class Filing(BaseModel):
+    kind: str
+    subject: str
+    values: dict[str, str] = {}
+    reference: str = ""
+
+
+@dataclass
+class Filed:
+    id: str
+    key: str
+    filing: Filing
+    at: float
+
+    def status(self, confirm_after: float) -> str:
+        return "confirmed" if time.monotonic() - self.at >= confirm_after else "received"
+
+
+@dataclass
+class Registry:
+    """What the centre knows; the gateway stand-in asks it which domains are registered."""
+
+    confirm_after: float = 5.0
+    requests: dict[str, Filed] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def file(self, key: str, filing: Filing) -> tuple[Filed, bool]:
+        with self.lock:
+            for filed in self.requests.values():
+                if filed.key == key:
+                    return filed, False
+            filed = Filed(f"R{next(self._ids):05d}", key, filing, time.monotonic())
+            self.requests[filed.id] = filed
+            return filed, True
+
+    def registered(self, domain: str) -> bool:
+        with self.lock:
+            return any(
+                f.filing.kind == "domain" and f.filing.subject == domain and f.status(self.confirm_after) == "confirmed"
+                for f in self.requests.values()
+            )
+
+
+def app(registry: Registry) -> FastAPI:
+    api = FastAPI(title="centre portal stand-in")
+
+    def view(filed: Filed) -> dict:
+        return {"id": filed.id, "status": filed.status(registry.confirm_after), "kind": filed.filing.kind,
+                "subject": filed.filing.subject, "reference": filed.filing.reference}
+
+    @api.post("/requests", status_code=201)
+    def file_request(filing: Filing, idempotency_key: str = Header()) -> dict:
+        filed, _ = registry.file(idempotency_key, filing)
+        return view(filed)
+
+    @api.get("/requests/{request_id}")
+    def show(request_id: str) -> dict:
+        if request_id not in registry.requests:
+            raise HTTPException(404, f"no request {request_id}")
+        return view(registry.requests[request_id])
+
+    @api.get("/requests")
+    def listing() -> list[dict]:
+        return [view(f) for f in registry.requests.values()]
+
+    return api
+
+
+class PortalServer:
+    """uvicorn in a thread of its own, on a free loopback port."""
+
+    def __init__(self, registry: Registry, port: int | None = None):
+        self.registry = registry
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app(registry), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="portal", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> "PortalServer":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the portal stand-in did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(5)

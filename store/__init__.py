@@ -1,0 +1,1 @@
+"""The read model and audit trail (SQLAlchemy), which outlive Temporal's retention."""

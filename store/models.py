@@ -1,0 +1,63 @@
+"""Tables: one row per migration (the read model), its audit trail, and portal requests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Migration(Base):
+    """The latest known state of one workflow, for lists that must not depend on Temporal."""
+
+    __tablename__ = "migrations"
+
+    workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(String(260))
+    stage: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(20))
+    attention: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_migrations_updated_at", "updated_at"), Index("ix_migrations_subject", "subject"))
+
+
+class AuditEvent(Base):
+    """Who did what, when, with which result. `id` comes from the workflow, so writes are idempotent."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(ForeignKey("migrations.workflow_id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    stage: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_audit_events_workflow_at", "workflow_id", "at"),)
+
+
+class PortalRequest(Base):
+    """A request filed with the centre, recorded before and after it is sent."""
+
+    __tablename__ = "portal_requests"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(300), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(String(260))
+    values: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(20))  # submitting, filed
+    reference: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(40), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    filed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

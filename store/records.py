@@ -1,0 +1,59 @@
+"""Reads and writes of the store, shared by the activities, the CLI and the dashboard."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.models import AuditEvent, Migration, PortalRequest
+from workflows.model import Transition
+
+
+def write_transition(session: Session, t: Transition) -> bool:
+    """Upsert the migration's row and add the audit event once; False if it was already there."""
+    if session.get(AuditEvent, t.event_id) is not None:
+        return False
+    row = session.get(Migration, t.workflow_id)
+    if row is None:
+        row = Migration(workflow_id=t.workflow_id, kind=t.kind, subject=t.subject, created_at=t.at, updated_at=t.at)
+        session.add(row)
+    if _aware(row.updated_at) <= t.at:
+        row.stage, row.state, row.attention, row.updated_at = t.stage, t.state, t.attention, t.at
+    session.flush()  # the event refers to the row
+    session.add(
+        AuditEvent(
+            id=t.event_id,
+            workflow_id=t.workflow_id,
+            at=t.at,
+            actor=t.actor,
+            action=t.action,
+            stage=t.stage,
+            detail=t.detail,
+            result=t.result,
+        )
+    )
+    return True
+
+
+def _aware(at: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything is stored in UTC
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def list_migrations(session: Session, kind: str | None = None) -> list[Migration]:
+    query = select(Migration).order_by(Migration.updated_at.desc())
+    if kind:
+        query = query.where(Migration.kind == kind)
+    return list(session.scalars(query))
+
+
+def audit_trail(session: Session, workflow_id: str) -> list[AuditEvent]:
+    query = select(AuditEvent).where(AuditEvent.workflow_id == workflow_id).order_by(AuditEvent.at, AuditEvent.id)
+    return list(session.scalars(query))
+
+
+def portal_requests(session: Session, workflow_id: str) -> list[PortalRequest]:
+    query = select(PortalRequest).where(PortalRequest.workflow_id == workflow_id).order_by(PortalRequest.created_at)
+    return list(session.scalars(query))

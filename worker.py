@@ -1,0 +1,83 @@
+"""The worker process: hosts the workflows and the activities on the configured task queue.
+
+`python worker.py [--config FILE]` (or `mailmove worker`); `mailmove up` runs it in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.audit import AuditActivities
+from activities.dns import DnsActivities
+from activities.portal import PortalActivities
+from activities.smtp_probe import ProbeActivities
+from mailmove.config import Settings, load_settings
+from mailmove.temporal import connect
+from store.db import upgrade
+from workflows.domain_move import DomainMoveWorkflow
+
+WORKFLOWS = [DomainMoveWorkflow]
+
+
+def activities(settings: Settings) -> list:
+    dns = DnsActivities(settings)
+    audit = AuditActivities(settings.database.url)
+    portal = PortalActivities(settings.portal, settings.database.url)
+    probe = ProbeActivities(settings.smtp, dns)
+    return [
+        dns.inspect_zone,
+        dns.host_addresses,
+        dns.apply_mx,
+        dns.poll_authoritative,
+        dns.observe_resolvers,
+        audit.record_transition,
+        portal.file_request,
+        portal.request_status,
+        probe.probe_rcpt,
+    ]
+
+
+def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal.task_queue,
+        workflows=WORKFLOWS,
+        activities=activities(settings),
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    await asyncio.to_thread(upgrade, settings.database.url)
+    client = await connect(settings)
+    async with build_worker(client, settings):
+        logging.info("worker polling %s on %s", settings.temporal.task_queue, settings.temporal.address or "embedded")
+        await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="TOML configuration (default: $MAILMOVE_CONFIG)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(args.config)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

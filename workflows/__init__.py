@@ -1,0 +1,1 @@
+"""Deterministic orchestration: no I/O here, every effect is an activity."""

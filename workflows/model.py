@@ -1,0 +1,288 @@
+"""Typed arguments and results shared by workflows, activities, the store and the CLI.
+
+Everything here crosses the Temporal boundary, so it is plain dataclasses of JSON-friendly
+values: times are timezone-aware datetimes, durations are seconds (float), sets are lists.
+Secrets never appear here: a zone's TSIG key is looked up by the worker from its own config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+
+class StageState(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class MoveState(str, Enum):
+    """The migration as a whole, as shown in lists and the `MigrationState` search attribute."""
+
+    RUNNING = "running"
+    WAITING = "waiting"
+    NEEDS_ATTENTION = "needs_attention"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    DONE = "done"
+    FAILED = "failed"
+
+
+DOMAIN_STAGES = (
+    "preflight",
+    "add_gateway_mx",
+    "request_domain",
+    "await_registration",
+    "remove_legacy_mx",
+    "await_propagation",
+    "done",
+)
+
+
+@dataclass(frozen=True, order=True)
+class MxRecord:
+    preference: int
+    exchange: str  # absolute A-label name without the trailing dot, lower case
+
+    def __str__(self) -> str:
+        return f"{self.preference} {self.exchange}."
+
+
+def mx_key(records: list[MxRecord]) -> tuple[MxRecord, ...]:
+    """Canonical form of an MX RRset: the criterion of the propagation rule is set equality."""
+    return tuple(sorted(set(records)))
+
+
+@dataclass
+class Timings:
+    """Every wait of the domain move, in seconds; the defaults suit a real move over days."""
+
+    probe_interval: float = 3600.0  # registration detection and portal status polls
+    reminder_interval: float = 86400.0
+    escalate_after: float = 7 * 86400.0  # then the move "needs attention" (and keeps waiting)
+    convergence_window: float = 60.0  # one activity polls the authoritative servers this long
+    convergence_poll: float = 1.0  # seconds between rounds inside that activity
+    convergence_pause: float = 60.0  # durable timer between two windows
+    convergence_escalate_after: float = 3600.0
+    centre_poll: float = 300.0  # centre mode: poll the authoritative servers this often
+
+
+@dataclass
+class DomainMoveInput:
+    domain: str  # A-label
+    legacy_mx: str  # A-label
+    gateway_mx: list[str]
+    gateway_preference: int = 10
+    legacy_preference: int = 5
+    gateway_smtp_port: int = 25
+    dns_mode: str = "rfc2136"  # or "centre"
+    portal_mode: str = "manual"  # or "http"
+    portal_form: str = ""  # the form a postmaster files by hand in manual mode
+    timings: Timings = field(default_factory=Timings)
+    requested_by: str = ""
+    domain_display: str = ""  # U-label form, for people
+
+
+@dataclass
+class ZoneQuery:
+    domain: str
+
+
+@dataclass
+class ZoneSnapshot:
+    """What preflight saw: enough to roll back and to apply the propagation rule."""
+
+    zone: str
+    authoritative: list[str]  # "ip:port" of every authoritative address
+    mx: list[MxRecord]
+    mx_ttl: int  # TTL of the current MX RRset (0 when there is none)
+    negative_ttl: int  # min(SOA MINIMUM, SOA TTL), RFC 2308
+    serial: int
+
+
+@dataclass
+class HostQuery:
+    host: str
+
+
+@dataclass
+class HostAddresses:
+    host: str
+    addresses: list[str]
+
+
+@dataclass
+class MxChange:
+    """Replace the MX RRset of `domain` by `target`, if it currently is one of `accept`.
+
+    Idempotent: a set already equal to `target` is left alone, so a retry or a replay never
+    changes DNS twice.
+    """
+
+    domain: str
+    zone: str
+    target: list[MxRecord]
+    accept: list[list[MxRecord]]
+    ttl: int
+
+
+@dataclass
+class MxChangeResult:
+    changed: bool
+    before: list[MxRecord]
+    serial: int  # the primary's serial after the change
+
+
+@dataclass
+class ConvergenceQuery:
+    domain: str
+    zone: str
+    authoritative: list[str]
+    target: list[MxRecord]
+    window: float  # seconds to keep polling before reporting "not yet"
+    poll: float
+
+
+@dataclass
+class ServerView:
+    address: str
+    ok: bool  # AA, NOERROR and exactly the target set
+    mx: list[MxRecord]
+    serial: int | None
+    error: str = ""
+
+
+@dataclass
+class ConvergenceReport:
+    converged: bool  # returned as soon as every server agrees, so its arrival time is T_conv
+    servers: list[ServerView]
+
+
+@dataclass
+class ResolverQuery:
+    domain: str
+    target: list[MxRecord]
+
+
+@dataclass
+class ResolverView:
+    resolver: str
+    serves_target: bool
+    mx: list[MxRecord]
+    ttl: int | None  # remaining TTL of the answer: when this resolver asks again at the latest
+    error: str = ""
+
+
+@dataclass
+class PortalFiling:
+    """One request to the centre; `key` makes it idempotent across retries and replays."""
+
+    key: str
+    workflow_id: str
+    kind: str  # "domain"
+    subject: str
+    values: dict[str, str]
+
+
+@dataclass
+class PortalReceipt:
+    key: str
+    reference: str
+    status: str  # "received", "confirmed", ...
+
+
+@dataclass
+class ProbeQuery:
+    hosts: list[str]  # tried in order; the first that answers decides
+    port: int
+    rcpt: str
+
+
+@dataclass
+class ProbeResult:
+    accepted: bool
+    host: str
+    code: int | None
+    message: str
+
+
+@dataclass
+class Transition:
+    """One line of the audit trail, and the read model's new state of the migration."""
+
+    event_id: str  # deterministic per workflow (workflow.uuid4), so a retried write is a no-op
+    workflow_id: str
+    kind: str
+    subject: str
+    at: datetime
+    stage: str
+    state: str
+    action: str
+    actor: str = "mailmove"
+    detail: str = ""
+    result: str = ""
+    attention: bool = False
+
+
+@dataclass
+class StageStatus:
+    name: str
+    state: StageState = StageState.PENDING
+    started: datetime | None = None
+    ended: datetime | None = None
+    attempts: int = 0
+    last_error: str = ""
+    waiting_for: str = ""
+    eta: datetime | None = None
+    detail: str = ""
+
+
+@dataclass
+class MoveStatus:
+    workflow_id: str
+    kind: str
+    subject: str
+    state: MoveState
+    stage: str
+    attention: bool
+    stages: list[StageStatus]
+    eta: datetime | None = None
+    original_mx: list[MxRecord] = field(default_factory=list)
+    target_mx: list[MxRecord] = field(default_factory=list)
+    records_to_set: list[str] = field(default_factory=list)
+    form: dict[str, str] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)
+    resolvers: list[ResolverView] = field(default_factory=list)
+    authoritative: list[ServerView] = field(default_factory=list)
+    message: str = ""
+
+
+@dataclass
+class ConfirmInput:
+    stage: str
+    actor: str
+    note: str = ""
+
+
+@dataclass
+class ExtendInput:
+    seconds: float
+    actor: str
+    note: str = ""
+
+
+@dataclass
+class CancelInput:
+    actor: str
+    note: str = ""
+
+
+@dataclass
+class MoveResult:
+    state: MoveState
+    message: str
