@@ -177,12 +177,22 @@ class DnsWorld:
                 for z in self.zones
             )
         )
+        # A root zone of its own: names outside the sandbox get NXDOMAIN here, so the
+        # resolver never sends a packet beyond loopback.
+        self.resolver.directory.mkdir(parents=True, exist_ok=True)
+        (self.resolver.directory / "root.db").write_text(
+            "$TTL 300\n. IN SOA localhost. hostmaster.localhost. 1 60 30 3600 60\n. IN NS localhost.\n"
+            "localhost. IN A 127.0.0.1\n"
+            # delegations make the resolver recurse, and so forward, for the sandbox's zones
+            + "".join(f"{z.name}. IN NS localhost.\n" for z in self.zones)
+        )
         self.resolver.start(
             _options(
                 self.resolver.directory,
                 self.resolver.port,
                 "recursion yes; allow-recursion { 127.0.0.1; }; notify no;",
             )
+            + 'zone "." { type primary; file "root.db"; };\n'
             + "".join(
                 f'zone "{z.name}" {{ type forward; forward only; forwarders {{ 127.0.0.1 port {self.primary.port}; }}; }};\n'
                 for z in self.zones

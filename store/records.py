@@ -26,6 +26,7 @@ def write_transition(session: Session, t: Transition) -> bool:
         AuditEvent(
             id=t.event_id,
             workflow_id=t.workflow_id,
+            seq=t.seq,
             at=t.at,
             actor=t.actor,
             action=t.action,
@@ -50,7 +51,7 @@ def list_migrations(session: Session, kind: str | None = None) -> list[Migration
 
 
 def audit_trail(session: Session, workflow_id: str) -> list[AuditEvent]:
-    query = select(AuditEvent).where(AuditEvent.workflow_id == workflow_id).order_by(AuditEvent.at, AuditEvent.id)
+    query = select(AuditEvent).where(AuditEvent.workflow_id == workflow_id).order_by(AuditEvent.seq)
     return list(session.scalars(query))
 
 

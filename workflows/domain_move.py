@@ -98,6 +98,7 @@ class DomainMoveWorkflow:
         self.authoritative: list[ServerView] = []
         self.message = ""
         self.receipt: PortalReceipt | None = None
+        self.events = 0
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -133,8 +134,8 @@ class DomainMoveWorkflow:
     async def preflight(self) -> None:
         await self.begin("preflight")
         try:
-            self.snapshot = await self.act(DnsActivities.inspect_zone, ZoneQuery(self.args.domain), policy.DNS_TIMEOUT)
-            legacy = await self.act(DnsActivities.host_addresses, HostQuery(self.args.legacy_mx), policy.DNS_TIMEOUT)
+            self.snapshot = await self.act(DnsActivities.inspect_zone, ZoneQuery(self.args.domain), policy.seconds(self.args.timings.dns_timeout))
+            legacy = await self.act(DnsActivities.host_addresses, HostQuery(self.args.legacy_mx), policy.seconds(self.args.timings.dns_timeout))
         except ActivityError as err:
             raise ApplicationError(f"preflight: {_error_text(err)}", non_retryable=True) from err
         if self.args.legacy_mx in self.args.gateway_mx:
@@ -152,7 +153,7 @@ class DomainMoveWorkflow:
         ttl = self.snapshot.mx_ttl or DEFAULT_TTL
         if self.args.dns_mode == "rfc2136":
             change = MxChange(self.args.domain, self.snapshot.zone, target, accept, ttl)
-            result = await self.attempt(stage, lambda: self.act(DnsActivities.apply_mx, change, policy.DNS_TIMEOUT))
+            result = await self.attempt(stage, lambda: self.act(DnsActivities.apply_mx, change, policy.seconds(self.args.timings.dns_timeout)))
             self.stages[stage].detail = (
                 f"UPDATE sent, serial {result.serial}" if result.changed else "the primary already served the target set"
             )
@@ -210,7 +211,7 @@ class DomainMoveWorkflow:
         if self.args.portal_mode == "http":
             filing = PortalFiling(str(workflow.uuid4()), workflow.info().workflow_id, KIND, self.args.domain, values)
             self.receipt = await self.attempt(
-                stage, lambda: self.act(PortalActivities.file_request, filing, policy.PORTAL_TIMEOUT)
+                stage, lambda: self.act(PortalActivities.file_request, filing, policy.seconds(self.args.timings.portal_timeout))
             )
             await self.end(stage, detail=f"filed at the portal as {self.receipt.reference} ({self.receipt.status})")
             return
@@ -271,13 +272,13 @@ class DomainMoveWorkflow:
         status.attempts += 1
         try:
             if self.receipt is not None:
-                portal = await self.act(PortalActivities.request_status, self.receipt, policy.PORTAL_TIMEOUT)
+                portal = await self.act(PortalActivities.request_status, self.receipt, policy.seconds(self.args.timings.portal_timeout))
                 if portal == "confirmed":
                     return f"the portal confirmed request {self.receipt.reference}"
             probe: ProbeResult = await self.act(
                 ProbeActivities.probe_rcpt,
                 ProbeQuery(self.args.gateway_mx, self.args.gateway_smtp_port, rcpt),
-                policy.PROBE_TIMEOUT,
+                policy.seconds(self.args.timings.probe_timeout),
             )
         except ActivityError as err:
             status.last_error = _error_text(err)
@@ -312,7 +313,7 @@ class DomainMoveWorkflow:
     async def observe_resolvers(self) -> list[ResolverView]:
         try:
             views = await self.act(
-                DnsActivities.observe_resolvers, ResolverQuery(self.args.domain, self.final), policy.DNS_TIMEOUT
+                DnsActivities.observe_resolvers, ResolverQuery(self.args.domain, self.final), policy.seconds(self.args.timings.dns_timeout)
             )
         except ActivityError as err:
             self.stages[self.stage].last_error = _error_text(err)
@@ -353,7 +354,7 @@ class DomainMoveWorkflow:
                     self.snapshot.mx_ttl or DEFAULT_TTL,
                 )
                 await workflow.execute_activity_method(
-                    DnsActivities.apply_mx, change, start_to_close_timeout=policy.DNS_TIMEOUT,
+                    DnsActivities.apply_mx, change, start_to_close_timeout=policy.seconds(self.args.timings.dns_timeout),
                     retry_policy=policy.PERSISTENT_RETRY,
                 )
             else:
@@ -368,7 +369,7 @@ class DomainMoveWorkflow:
                 report = await workflow.execute_activity_method(
                     DnsActivities.poll_authoritative, query,
                     start_to_close_timeout=policy.polling_timeout(query.window),
-                    heartbeat_timeout=policy.HEARTBEAT_TIMEOUT, retry_policy=policy.PERSISTENT_RETRY,
+                    heartbeat_timeout=policy.seconds(self.args.timings.heartbeat_timeout), retry_policy=policy.PERSISTENT_RETRY,
                 )
                 self.authoritative = report.servers
                 if report.converged:
@@ -460,7 +461,7 @@ class DomainMoveWorkflow:
         """Run one activity; a cancel accepted meanwhile interrupts it (before the point of no return)."""
         handle = workflow.start_activity_method(
             method, arg, start_to_close_timeout=timeout, retry_policy=policy.STAGE_RETRY,
-            heartbeat_timeout=policy.HEARTBEAT_TIMEOUT if heartbeat else None,
+            heartbeat_timeout=policy.seconds(self.args.timings.heartbeat_timeout) if heartbeat else None,
         )
         await workflow.wait_condition(lambda: handle.done() or self.cancel_request is not None)
         if not handle.done():
@@ -542,10 +543,12 @@ class DomainMoveWorkflow:
         workflow.upsert_search_attributes(
             [search.STAGE.value_set(self.stage), search.STATE.value_set(self.state.value)]
         )
+        self.events += 1
         await workflow.execute_activity_method(
             AuditActivities.record_transition,
             Transition(
                 event_id=str(workflow.uuid4()),
+                seq=self.events,
                 workflow_id=workflow.info().workflow_id,
                 kind=KIND,
                 subject=self.args.domain,

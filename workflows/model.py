@@ -70,6 +70,11 @@ class Timings:
     convergence_pause: float = 60.0  # durable timer between two windows
     convergence_escalate_after: float = 3600.0
     centre_poll: float = 300.0  # centre mode: poll the authoritative servers this often
+    # how long one activity may run before it is retried elsewhere (a lost worker is noticed then)
+    dns_timeout: float = 60.0
+    portal_timeout: float = 90.0
+    probe_timeout: float = 180.0
+    heartbeat_timeout: float = 20.0
 
 
 @dataclass
@@ -216,6 +221,7 @@ class Transition:
     """One line of the audit trail, and the read model's new state of the migration."""
 
     event_id: str  # deterministic per workflow (workflow.uuid4), so a retried write is a no-op
+    seq: int  # order within the workflow: events of one workflow task share their time
     workflow_id: str
     kind: str
     subject: str

@@ -18,11 +18,11 @@ PERSISTENT_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=5),
 )
 
-DNS_TIMEOUT = timedelta(seconds=60)
-PORTAL_TIMEOUT = timedelta(minutes=2)
-PROBE_TIMEOUT = timedelta(minutes=3)
 AUDIT_TIMEOUT = timedelta(seconds=30)
-HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+
+
+def seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
 
 
 def polling_timeout(window_seconds: float) -> timedelta:

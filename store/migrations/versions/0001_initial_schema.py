@@ -49,6 +49,7 @@ def upgrade() -> None:
     op.create_table('audit_events',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('workflow_id', sa.String(length=300), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('actor', sa.String(length=200), nullable=False),
     sa.Column('action', sa.String(length=60), nullable=False),
@@ -59,13 +60,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
-        batch_op.create_index('ix_audit_events_workflow_at', ['workflow_id', 'at'], unique=False)
+        batch_op.create_index('ix_audit_events_workflow_seq', ['workflow_id', 'seq'], unique=False)
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
-        batch_op.drop_index('ix_audit_events_workflow_at')
+        batch_op.drop_index('ix_audit_events_workflow_seq')
 
     op.drop_table('audit_events')
     with op.batch_alter_table('portal_requests', schema=None) as batch_op:

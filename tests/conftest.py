@@ -1,0 +1,156 @@
+"""Real servers for the tests: Temporal (time-skipping and dev), BIND, the portal and SMTP
+stand-ins, SQLite and PostgreSQL. Every server binds 127.0.0.1 on a port chosen at run time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+import dns.message
+import dns.query
+import psycopg
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from mailmove.config import Settings, load_settings
+from mailmove.embedded import temporal_binary
+from mailmove.temporal import register_search_attributes
+from sandbox.world import Sandbox, SandboxOptions
+from store.db import engine, upgrade
+from worker import build_worker
+from workflows import search
+from workflows.model import MoveStatus, MxRecord, mx_key
+
+BIN = Path(sys.executable).parent
+POSTGRES_ADMIN = os.environ.get("MAILMOVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    server = str(BIN / "temporal-test-server") if (BIN / "temporal-test-server").exists() else shutil.which("temporal-test-server")
+    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server) as env:
+        await register_search_attributes(env.client, "default")
+        yield env
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=list(search.ALL),
+        dev_server_log_level="error",
+    ) as env:
+        yield env
+
+
+@pytest.fixture
+def sandbox_factory(tmp_path: Path) -> Callable[..., Sandbox]:
+    started: list[Sandbox] = []
+
+    def make(**options) -> Sandbox:
+        world = Sandbox(SandboxOptions(root=tmp_path / f"world{len(started)}", **options)).start()
+        started.append(world)
+        return world
+
+    yield make
+    for world in started:
+        world.stop()
+
+
+def settings_for(world: Sandbox, env: WorkflowEnvironment | None = None, **config) -> Settings:
+    """The sandbox's config, pointed at `env`'s Temporal on a task queue of the test's own."""
+    address = env.client.service_client.config.target_host if env else ""
+    config.setdefault("task_queue", f"tq-{uuid.uuid4()}")
+    settings = load_settings(world.write_config(temporal_address=address, **config))
+    upgrade(settings.database.url)
+    return settings
+
+
+async def wait_for(predicate, timeout: float = 30, interval: float = 0.2, what: str = "condition"):
+    """Poll an async predicate until it returns a truthy value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
+        await asyncio.sleep(interval)
+
+
+async def status_of(handle: WorkflowHandle) -> MoveStatus:
+    from workflows.domain_move import DomainMoveWorkflow
+
+    return await handle.query(DomainMoveWorkflow.status)
+
+
+async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = None, timeout: float = 30) -> MoveStatus:
+    seen = []
+
+    async def check():
+        status = await status_of(handle)
+        current = next(s for s in status.stages if s.name == status.stage)
+        seen[:] = [f"{status.stage}/{current.state.value} ({current.last_error or current.waiting_for})"]
+        return status if status.stage == stage and (state is None or current.state.value == state) else None
+
+    try:
+        return await wait_for(check, timeout, what=f"stage {stage} {state or ''}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the move is at {seen}") from None
+
+
+async def skip_to_end(env: WorkflowEnvironment, handle: WorkflowHandle, step: timedelta = timedelta(hours=1), limit: int = 500):
+    """Skip time in steps until the workflow closes (the server's own auto-skip in `result()`
+    did not advance timers here), then return its result."""
+    for _ in range(limit):
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return await handle.result()
+        await env.sleep(step)
+    raise AssertionError(f"{handle.id} still running after {limit} steps of {step}")
+
+
+def served_mx(port: int, domain: str) -> tuple[MxRecord, ...]:
+    reply = dns.query.tcp(dns.message.make_query(domain, "MX"), "127.0.0.1", port=port, timeout=3)
+    return mx_key([MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True)) for rrset in reply.answer for r in rrset])
+
+
+def serial_of(port: int, zone: str) -> int:
+    reply = dns.query.tcp(dns.message.make_query(zone, "SOA"), "127.0.0.1", port=port, timeout=3)
+    return reply.answer[0][0].serial
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A database of the test's own on the machine's PostgreSQL, dropped afterwards."""
+    name = f"mailmove_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    engine(f"{base}/{name}").dispose()  # engines are cached per URL: close ours before the drop
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def worker_for():
+    """Run an in-process worker (the real activities) for a settings object until the test ends."""
+    running = []
+
+    async def start(client: Client, settings: Settings):
+        worker = build_worker(client, settings)
+        task = asyncio.create_task(worker.run())
+        running.append((worker, task))
+        return worker
+
+    yield start
+    for worker, task in running:
+        await worker.shutdown()
+        await task
