@@ -116,9 +116,19 @@ async def skip_to_end(env: WorkflowEnvironment, handle: WorkflowHandle, step: ti
     raise AssertionError(f"{handle.id} still running after {limit} steps of {step}")
 
 
-def served_mx(port: int, domain: str) -> tuple[MxRecord, ...]:
-    reply = dns.query.tcp(dns.message.make_query(domain, "MX"), "127.0.0.1", port=port, timeout=3)
+def served_mx(port: int, domain: str, recursive: bool = False) -> tuple[MxRecord, ...]:
+    """The MX set a server on 127.0.0.1:port serves (an authoritative one unless `recursive`)."""
+    query = dns.message.make_query(domain, "MX")
+    if recursive:
+        reply = dns.query.udp(query, "127.0.0.1", port=port, timeout=3)
+    else:
+        reply = dns.query.tcp(query, "127.0.0.1", port=port, timeout=3)
     return mx_key([MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True)) for rrset in reply.answer for r in rrset])
+
+
+def resolved_mx(port: int, domain: str) -> tuple[MxRecord, ...]:
+    """What a caching resolver answers now."""
+    return served_mx(port, domain, recursive=True)
 
 
 def serial_of(port: int, zone: str) -> int:

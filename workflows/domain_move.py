@@ -88,6 +88,7 @@ class DomainMoveWorkflow:
         self.awaiting: set[str] = set()  # stages that a confirm would release now
         self.confirmed: dict[str, ConfirmInput] = {}
         self.cancel_request: CancelInput | None = None
+        self.compensating = False
         self.escalate_at: datetime | None = None
         self.wakeup = False
         self.eta: datetime | None = None
@@ -157,25 +158,28 @@ class DomainMoveWorkflow:
             self.stages[stage].detail = (
                 f"UPDATE sent, serial {result.serial}" if result.changed else "the primary already served the target set"
             )
-        await self.converge(stage, target)
+        await self.converge(self.stages[stage], accept[0], target)
         replaced_ttl = (self.snapshot.mx_ttl or self.snapshot.negative_ttl) if stage == "add_gateway_mx" else ttl
         self.eta = workflow.now() + timedelta(seconds=replaced_ttl)
         self.stages[stage].eta = self.eta
         await self.end(stage, detail=f"every authoritative server serves {_mx_text(target)}")
 
-    async def converge(self, stage: str, target: list[MxRecord]) -> None:
-        """Until every authoritative address serves exactly `target`; the caller's T_conv is now."""
+    async def converge(self, status: StageStatus, current: list[MxRecord], target: list[MxRecord]) -> None:
+        """Until every authoritative address serves exactly `target`; the caller's T_conv is now.
+
+        In centre mode a person makes the change from `current`: the status shows the lines.
+        """
         t = self.args.timings
         centre = self.args.dns_mode == "centre"
-        status = self.stages[stage]
+        stage = status.name
         if centre:
-            current = self.snapshot.mx if stage != "remove_legacy_mx" else self.with_legacy
             self.records_to_set = _records_to_set(self.args.domain, current, target, self.snapshot.mx_ttl)
             status.waiting_for = "the centre to set these MX records: " + "; ".join(self.records_to_set)
+        # one quick round first, so that a lagging server shows in the status at once
         query = ConvergenceQuery(
-            self.args.domain, self.snapshot.zone, self.snapshot.authoritative, target,
-            window=min(t.convergence_window, 10.0) if centre else t.convergence_window, poll=t.convergence_poll,
+            self.args.domain, self.snapshot.zone, self.snapshot.authoritative, target, window=0, poll=t.convergence_poll
         )
+        window = min(t.convergence_window, 10.0) if centre else t.convergence_window
         started = workflow.now()
         while True:
             report: ConvergenceReport = await self.attempt(
@@ -202,7 +206,9 @@ class DomainMoveWorkflow:
             overdue = workflow.now() - started >= timedelta(seconds=t.convergence_escalate_after)
             if overdue and not self.attention:
                 await self.escalate(f"{stage}: authoritative servers still disagree after {t.convergence_escalate_after:.0f}s")
-            await self.pause(t.centre_poll if centre else t.convergence_pause)
+            if query.window > 0:  # after the quick first round, straight into a full window
+                await self.pause(t.centre_poll if centre else t.convergence_pause)
+            query = replace(query, window=window)
 
     async def request_domain(self) -> None:
         stage = "request_domain"
@@ -323,7 +329,7 @@ class DomainMoveWorkflow:
 
     async def finish(self) -> None:
         await self.begin("done")
-        await self.converge("done", self.final)
+        await self.converge(self.stages["done"], self.final, self.final)
         self.eta = None
         self.message = (
             f"{self.args.domain} is behind the gateway ({_mx_text(self.final)}) and the old MX set has expired "
@@ -336,6 +342,7 @@ class DomainMoveWorkflow:
     async def compensate(self) -> None:
         """Put back the MX set recorded in preflight, verified on every authoritative server."""
         request = self.cancel_request
+        self.compensating = True
         self.state = MoveState.CANCELLING
         for status in self.stages.values():
             if status.state in (StageState.PENDING, StageState.RUNNING, StageState.WAITING):
@@ -353,28 +360,8 @@ class DomainMoveWorkflow:
                     self.args.domain, self.snapshot.zone, original, [self.with_legacy, original],
                     self.snapshot.mx_ttl or DEFAULT_TTL,
                 )
-                await workflow.execute_activity_method(
-                    DnsActivities.apply_mx, change, start_to_close_timeout=policy.seconds(self.args.timings.dns_timeout),
-                    retry_policy=policy.PERSISTENT_RETRY,
-                )
-            else:
-                self.records_to_set = _records_to_set(
-                    self.args.domain, self.with_legacy, original, self.snapshot.mx_ttl
-                )
-            query = ConvergenceQuery(
-                self.args.domain, self.snapshot.zone, self.snapshot.authoritative, original,
-                window=self.args.timings.convergence_window, poll=self.args.timings.convergence_poll,
-            )
-            while True:
-                report = await workflow.execute_activity_method(
-                    DnsActivities.poll_authoritative, query,
-                    start_to_close_timeout=policy.polling_timeout(query.window),
-                    heartbeat_timeout=policy.seconds(self.args.timings.heartbeat_timeout), retry_policy=policy.PERSISTENT_RETRY,
-                )
-                self.authoritative = report.servers
-                if report.converged:
-                    break
-                await workflow.sleep(self.args.timings.convergence_pause)
+                await self.act(DnsActivities.apply_mx, change, policy.seconds(self.args.timings.dns_timeout))
+            await self.converge(StageStatus("restore"), self.with_legacy, original)
             self.records_to_set = []
             self.message = f"cancelled; the MX set is restored to {_mx_text(original)}"
         self.eta = None
@@ -457,15 +444,26 @@ class DomainMoveWorkflow:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def interrupted(self) -> bool:
+        return self.cancel_request is not None and not self.compensating
+
     async def act(self, method: Callable, arg: Any, timeout: timedelta, heartbeat: bool = False) -> Any:
-        """Run one activity; a cancel accepted meanwhile interrupts it (before the point of no return)."""
+        """Run one activity; a cancel accepted meanwhile interrupts it. Compensation is never
+        interrupted and retries until it succeeds."""
         handle = workflow.start_activity_method(
-            method, arg, start_to_close_timeout=timeout, retry_policy=policy.STAGE_RETRY,
+            method, arg, start_to_close_timeout=timeout,
+            retry_policy=policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY,
             heartbeat_timeout=policy.seconds(self.args.timings.heartbeat_timeout) if heartbeat else None,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
-        await workflow.wait_condition(lambda: handle.done() or self.cancel_request is not None)
+        await workflow.wait_condition(lambda: handle.done() or self.interrupted())
         if not handle.done():
+            # wait until it has really stopped: compensation must not race a running update
             handle.cancel()
+            try:
+                await handle
+            except (ActivityError, asyncio.CancelledError):
+                pass
             raise _Cancelled()
         return handle.result()
 
@@ -475,6 +473,8 @@ class DomainMoveWorkflow:
             try:
                 return await call()
             except ActivityError as err:
+                if self.compensating:  # only a non-retryable error gets here
+                    raise ApplicationError(f"cancel: restoring the MX set failed: {_error_text(err)}") from err
                 status = self.stages[stage]
                 status.attempts += 1
                 status.last_error = _error_text(err)
@@ -501,13 +501,13 @@ class DomainMoveWorkflow:
         """A durable wait that a cancel, an extend or `until` cuts short."""
         try:
             await workflow.wait_condition(
-                lambda: self.cancel_request is not None or self.wakeup or until(),
+                lambda: self.interrupted() or self.wakeup or until(),
                 timeout=None if seconds is None else max(seconds, 0.001),
             )
         except asyncio.TimeoutError:
             pass
         self.wakeup = False
-        if self.cancel_request is not None:
+        if self.interrupted():
             raise _Cancelled()
 
     async def escalate(self, why: str) -> None:
