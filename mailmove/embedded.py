@@ -5,7 +5,9 @@ every running migration."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,14 @@ from temporalio.client import Client
 
 from mailmove.config import Settings
 from workflows import search
+
+
+def _die_with_parent() -> None:
+    """Linux: the dev server gets SIGTERM if `mailmove up` itself is killed, so none lingers."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def temporal_binary() -> str:
@@ -47,7 +57,9 @@ class DevServer:
         for key in search.ALL:
             command += ["--search-attribute", f"{key.name}=Keyword"]
         log = open(self.log_file, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+        )
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             if self.process.poll() is not None:

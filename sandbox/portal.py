@@ -2,7 +2,8 @@
 
 Requests are kept in memory; each is `received` and becomes `confirmed` once `confirm_after`
 seconds have passed, as if the centre had registered it. A repeated `Idempotency-Key`
-returns the first request instead of filing another one.
+returns the first request instead of filing another one. `respond_after` delays the answer
+after the request is recorded, so tests can lose the reply of a filed request.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Registry:
     """What the centre knows; the gateway stand-in asks it which domains are registered."""
 
     confirm_after: float = 5.0
+    respond_after: float = 0.0  # answer a filing this late (it is recorded at once): a lost reply
     requests: dict[str, Filed] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -73,6 +75,7 @@ def app(registry: Registry) -> FastAPI:
     @api.post("/requests", status_code=201)
     def file_request(filing: Filing, idempotency_key: str = Header()) -> dict:
         filed, _ = registry.file(idempotency_key, filing)
+        time.sleep(registry.respond_after)  # a sync route runs in a thread: the server goes on
         return view(filed)
 
     @api.get("/requests/{request_id}")

@@ -1,0 +1,164 @@
+"""A worker killed mid-stage, and a dev server restarted on its SQLite file: the move still
+finishes, DNS is changed exactly once per stage and the portal holds exactly one request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mailmove import control
+from mailmove.inputs import DomainMoveRequest
+from store.db import sessions
+from store.records import portal_requests
+from tests.conftest import serial_of, served_mx, settings_for, until_stage, wait_for
+from tests.workflows.test_domain_move_timeskipping import DOMAIN, FINAL
+from workflows.domain_move import DomainMoveWorkflow
+from workflows.model import MoveState
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST_RETRY = {
+    "heartbeat_timeout": 2, "dns_timeout": 5, "portal_timeout": 4, "probe_timeout": 5, "convergence_window": 3,
+    "convergence_pause": 0.5, "probe_interval": 1,
+}
+
+
+def start_worker(config: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py"), "--config", str(config)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=open(config.parent / "worker.log", "ab"),
+    )
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+async def start_move(dev_env, world, **config):
+    config_file = world.write_config(
+        temporal_address=dev_env.client.service_client.config.target_host, portal_mode="http",
+        task_queue=f"tq-{os.getpid()}-{time.monotonic_ns()}", timing=FAST_RETRY, **config,
+    )
+    settings = settings_for(world, dev_env, portal_mode="http", timing=FAST_RETRY,
+                            task_queue=_task_queue(config_file))
+    worker = start_worker(config_file)
+    move = await control.prepare_domain_move(settings, DomainMoveRequest(DOMAIN, f"mail.{DOMAIN}", actor="kim"))
+    wid = await control.start_domain_move(dev_env.client, settings, move)
+    return settings, config_file, worker, dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, wid)
+
+
+def _task_queue(config_file: Path) -> str:
+    import tomllib
+
+    return tomllib.loads(config_file.read_text())["temporal"]["task_queue"]
+
+
+def filed(settings, wid: str) -> list[tuple[str, str]]:
+    with sessions(settings.database.url)() as session:
+        return [(r.state, r.reference) for r in portal_requests(session, wid)]
+
+
+async def test_worker_killed_in_add_gateway_mx(dev_env, sandbox_factory):
+    world = sandbox_factory(notify="off", confirm_after=1)
+    serial = serial_of(world.dns.primary.port, DOMAIN)
+    settings, config, worker, handle = await start_move(dev_env, world)
+    try:
+        await until_stage(handle, "add_gateway_mx", "waiting")  # the update is made, the secondary lags
+        kill(worker)  # in the middle of polling the authoritative servers
+        assert serial_of(world.dns.primary.port, DOMAIN) == serial + 1
+        worker = start_worker(config)
+        world.dns.send_notify(DOMAIN)
+        await until_stage(handle, "remove_legacy_mx", "waiting", timeout=60)
+        world.dns.send_notify(DOMAIN)
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        kill(worker)
+    assert result.state == MoveState.DONE
+    assert served_mx(world.dns.primary.port, DOMAIN) == FINAL == served_mx(world.dns.secondary.port, DOMAIN)
+    assert serial_of(world.dns.primary.port, DOMAIN) == serial + 2  # each change made exactly once
+    assert len(world.registry.requests) == 1
+
+
+async def test_worker_killed_in_request_domain(dev_env, sandbox_factory):
+    world = sandbox_factory(confirm_after=1)
+    world.registry.respond_after = 30  # the portal records the request, the reply is slow
+    settings, config, worker, handle = await start_move(dev_env, world)
+    try:
+        await wait_for(lambda: _async(len(world.registry.requests) == 1), timeout=30, what="the filing")
+        assert filed(settings, handle.id) == [("submitting", "")]  # recorded before it was sent
+        kill(worker)  # the reply is lost with the worker
+        world.registry.respond_after = 0
+        worker = start_worker(config)
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        kill(worker)
+    assert result.state == MoveState.DONE
+    assert len(world.registry.requests) == 1  # the retry sent the same idempotency key
+    [(state, reference)] = filed(settings, handle.id)
+    assert (state, reference) == ("filed", next(iter(world.registry.requests)))
+
+
+async def _async(value):
+    return value
+
+
+def mailmove(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "mailmove.cli", "--config", str(config), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"mailmove {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_factory):
+    """`mailmove up` (embedded dev server, SQLite under var/), killed mid-move and started again."""
+    world = sandbox_factory(confirm_after=10**9)
+    config = world.write_config(portal_mode="http", timing=FAST_RETRY)  # no address: the embedded stack
+    log_file = config.parent / "up.log"
+
+    async def up() -> subprocess.Popen:
+        log_file.write_text("")
+        process = subprocess.Popen([sys.executable, "-m", "mailmove.cli", "--config", str(config), "up"], cwd=ROOT,
+                                   stdout=open(log_file, "a"), stderr=subprocess.STDOUT)
+        await wait_for(lambda: _async("Ctrl-C stops all of it" in log_file.read_text()), timeout=60, what="up")
+        return process
+
+    def show() -> dict:
+        return json.loads(mailmove(config, "show", DOMAIN, "--json").stdout)
+
+    stack = await up()
+    try:
+        mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
+        await wait_for(lambda: _async(show()["status"]["stage"] == "await_registration"), timeout=60, what="registration")
+        db = world.root / "var" / "temporal.db"
+        assert db.exists()
+        subprocess.run(["pkill", "-KILL", "-f", str(db)], check=True)  # the dev server dies first
+        kill(stack)
+        world.registry.confirm_after = 0  # meanwhile the centre registers the domain
+        stack = await up()
+        try:
+            await wait_for(lambda: _async(_done(config)), timeout=90, interval=1, what="done after the restart")
+        except AssertionError:
+            raise AssertionError(mailmove(config, "show", DOMAIN, check=False).stdout + log_file.read_text()[-3000:])
+        view = show()
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.wait(30)
+    assert view["execution"] == "COMPLETED" and view["status"]["state"] == "done"
+    assert [a["action"] for a in view["audit"]].count("stage started") == 7
+    assert served_mx(world.dns.primary.port, DOMAIN) == FINAL
+    assert len(world.registry.requests) == 1
+    assert not subprocess.run(["pgrep", "-f", str(db)], capture_output=True).stdout  # Ctrl-C stopped it all
+
+
+def _done(config: Path) -> bool:
+    result = mailmove(config, "show", DOMAIN, "--json", check=False)
+    return result.returncode == 0 and (json.loads(result.stdout).get("status") or {}).get("state") == "done"
