@@ -64,26 +64,35 @@ def actor() -> str:
     return os.environ.get("MAILMOVE_USER") or getpass.getuser()
 
 
-def fail(code: int, message: str) -> None:
+def fail(message: str) -> None:
     console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
-def run(work: Callable[[Settings], Awaitable[None]]) -> None:
-    """Load settings, run `work`, and turn known errors into the exit status of the contract."""
+def run(work: Callable[[Settings], Awaitable[None]], cleanup: Callable[[], None] | None = None) -> None:
+    """Load settings, run `work`, and turn known errors into the exit status of the contract.
+
+    The process ends with `os._exit`: the Temporal client's native threads can crash an
+    ordinary interpreter shutdown (temporalio/sdk-python#300), and everything is done here.
+    """
+    code = 0
     try:
         settings = ctx.settings()
         asyncio.run(work(settings))
-    except (ConfigError, FieldError) as exc:
-        fail(2, str(exc))
-    except control.Refused as exc:
-        fail(2, str(exc))
-    except typer.Exit:
-        raise
+    except (ConfigError, FieldError, control.Refused) as exc:
+        fail(str(exc))
+        code = 2
+    except typer.Exit as exc:
+        code = exc.exit_code
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        code = 130
     except Exception as exc:  # noqa: BLE001 - the CLI's last word on any failure
-        fail(1, f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
+        code = 1
+    if cleanup:
+        cleanup()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def client_for(settings: Settings) -> Client:
@@ -301,10 +310,7 @@ def sandbox_up(root: Optional[Path] = typer.Option(None, help="where the world k
             )
             await until_signalled()
 
-    try:
-        run(work)
-    finally:
-        world.stop()
+    run(work, cleanup=world.stop)
 
 
 @sandbox_app.command("demo")
@@ -336,10 +342,7 @@ def sandbox_demo(root: Optional[Path] = typer.Option(None, help="where the world
                     return
                 await asyncio.sleep(0.5)
 
-    try:
-        run(work)
-    finally:
-        world.stop()
+    run(work, cleanup=world.stop)
 
 
 if __name__ == "__main__":

@@ -75,12 +75,14 @@ class TsigKey:
     secret: str
 
 
+# quoted strings first, so that a `//` inside a base64 secret is not taken for a comment
+_COMMENT = re.compile(r'"[^"]*"|#[^\n]*|//[^\n]*|/\*.*?\*/', re.S)
 _KEY_BLOCK = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)
 
 
 def read_tsig_keyfile(path: Path) -> dict[str, TsigKey]:
     """Keys from a file as `tsig-keygen` writes it (BIND `key "name" { ... };` blocks)."""
-    text = re.sub(r"(#|//)[^\n]*", "", path.read_text())
+    text = _COMMENT.sub(lambda m: m.group(0) if m.group(0).startswith('"') else "", path.read_text())
     keys = {}
     for name, body in _KEY_BLOCK.findall(text):
         algorithm = re.search(r"algorithm\s+\"?([\w-]+)\"?\s*;", body)

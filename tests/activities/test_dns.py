@@ -1,0 +1,58 @@
+"""The DNS activities against a real BIND: the MX change is compare-and-swap and idempotent."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.dns import DnsActivities
+from tests.conftest import serial_of, served_mx, settings_for
+from tests.workflows.test_domain_move_timeskipping import DOMAIN, ORIGINAL, WITH_LEGACY
+from workflows.model import MxChange, MxRecord, ZoneQuery
+
+
+@pytest.fixture
+def dns_setup(sandbox_factory):
+    world = sandbox_factory()
+    return world, DnsActivities(settings_for(world))
+
+
+async def test_apply_mx_twice_changes_dns_once(dns_setup):
+    world, dns = dns_setup
+    env = ActivityEnvironment()
+    change = MxChange(DOMAIN, DOMAIN, list(WITH_LEGACY), [list(ORIGINAL)], 300)
+    serial = serial_of(world.dns.primary.port, DOMAIN)
+    first = await env.run(dns.apply_mx, change)
+    second = await env.run(dns.apply_mx, change)  # a retry or a replay
+    assert first.changed and not second.changed
+    assert served_mx(world.dns.primary.port, DOMAIN) == WITH_LEGACY
+    assert serial_of(world.dns.primary.port, DOMAIN) == serial + 1 == second.serial
+
+
+async def test_apply_mx_refuses_a_set_changed_outside(dns_setup):
+    world, dns = dns_setup
+    env = ActivityEnvironment()
+    other = [MxRecord(20, "elsewhere.example.org")]
+    await env.run(dns.apply_mx, MxChange(DOMAIN, DOMAIN, other, [list(ORIGINAL)], 300))  # someone else's change
+    with pytest.raises(ApplicationError) as err:
+        await env.run(dns.apply_mx, MxChange(DOMAIN, DOMAIN, list(WITH_LEGACY), [list(ORIGINAL)], 300))
+    assert err.value.non_retryable and err.value.type == "MxChangedOutside"
+    assert served_mx(world.dns.primary.port, DOMAIN) == tuple(other)
+
+
+async def test_inspect_zone_reports_what_every_server_serves(dns_setup):
+    world, dns = dns_setup
+    snapshot = await ActivityEnvironment().run(dns.inspect_zone, ZoneQuery(DOMAIN))
+    assert snapshot.zone == DOMAIN and tuple(snapshot.mx) == ORIGINAL
+    assert snapshot.mx_ttl == 3 and snapshot.negative_ttl == 3
+    assert snapshot.authoritative == [world.dns.primary.address, world.dns.secondary.address]
+
+
+async def test_a_wrong_tsig_key_is_a_clear_non_retryable_error(dns_setup):
+    world, dns = dns_setup
+    world.dns.keyfile.write_text(world.dns.keyfile.read_text().replace('secret "', 'secret "AAAA'))
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(dns.apply_mx, MxChange(DOMAIN, DOMAIN, list(WITH_LEGACY), [list(ORIGINAL)], 300))
+    assert err.value.non_retryable and "TSIG" in str(err.value)
+    assert served_mx(world.dns.primary.port, DOMAIN) == ORIGINAL

@@ -1,0 +1,143 @@
+"""The command line contract: exit status 0/2/1, a message naming the field, nothing started on
+bad input, `--json` on every read command, a second move of a moving domain refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from store.db import sessions
+from store.records import list_migrations
+from tests.conftest import settings_for, until_stage
+from tests.workflows.test_domain_move_timeskipping import DOMAIN
+from workflows.domain_move import DomainMoveWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def mailmove(config: Path, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailmove.cli", "--config", str(config), *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def cli_world(dev_env, worker_for, sandbox_factory):
+    world = sandbox_factory(confirm_after=10**9)
+    settings = settings_for(world, dev_env, portal_mode="manual")
+    config = world.root / "mailmove.toml"
+    await worker_for(dev_env.client, settings)
+    return world, settings, config
+
+
+async def nothing_started(dev_env, settings, domain: str = DOMAIN) -> bool:
+    with sessions(settings.database.url)() as session:
+        if list_migrations(session):
+            return False
+    try:
+        await dev_env.client.get_workflow_handle(f"domain-move:{domain}").describe()
+    except RPCError:
+        return True
+    return False
+
+
+LEGACY = f"mail.{DOMAIN}"
+
+
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (["foo bar.sandbox.test", "--legacy-mx", LEGACY], "domain:"),
+        (["☃.sandbox.test", "--legacy-mx", LEGACY], "domain:"),
+        ([("a" * 64) + ".sandbox.test", "--legacy-mx", LEGACY], "domain:"),
+        ([DOMAIN, "--legacy-mx", "a2681.mx.gw.sandbox.test"], "legacy_mx:"),
+        ([DOMAIN, "--legacy-mx", "mail_server.sandbox.test"], "legacy_mx:"),
+        ([DOMAIN, "--legacy-mx", LEGACY, "--legacy-preference", "10"], "legacy_preference:"),
+        ([DOMAIN, "--legacy-mx", LEGACY, "--legacy-preference", "20"], "legacy_preference:"),
+    ],
+)
+async def test_bad_input_exits_2_names_the_field_and_starts_nothing(cli_world, dev_env, args, field):
+    world, settings, config = cli_world
+    code, out, err = await mailmove(config, "domain", "start", *args)
+    assert code == 2, (out, err)
+    assert field in err
+    assert await nothing_started(dev_env, settings)
+
+
+async def test_config_problems_exit_2_naming_the_key(cli_world, dev_env):
+    world, settings, config = cli_world
+    text = config.read_text()
+    cases = [
+        (text.replace('tsig_key = "ddns-key"', 'tsig_key = "no-such-key"'), 'dns.zones."chem.sandbox.test".tsig_key'),
+        (text.replace(f'tsig_keyfile = "{world.dns.keyfile}"', 'tsig_keyfile = "/nonexistent/keys.conf"'), "dns.tsig_keyfile"),
+        (text.replace(f'update_server = "{world.dns.primary.address}"', 'update_server = "127.0.0.1:9"'),
+         'dns.zones."chem.sandbox.test".update_server'),
+        (text.replace(f'resolvers = ["{world.dns.resolver.address}"]', 'resolvers = ["127.0.0.1:9"]'), "dns.resolvers"),
+        (text.replace(settings.temporal.address, "127.0.0.1:9"), "temporal.address"),
+        (text.replace("[gateway]\n", "[gateway]\nmx_preferense = 3\n"), "gateway.mx_preferense"),
+    ]
+    for i, (changed, key) in enumerate(cases):
+        bad = config.with_name(f"bad{i}.toml")
+        bad.write_text(changed)
+        code, out, err = await mailmove(bad, "domain", "start", DOMAIN, "--legacy-mx", LEGACY)
+        assert code == 2 and key in err, (key, err)
+    assert await nothing_started(dev_env, settings)
+
+
+async def test_start_list_show_confirm_cancel(cli_world, dev_env):
+    world, settings, config = cli_world
+    code, out, err = await mailmove(config, "domain", "start", DOMAIN.upper(), "--legacy-mx", LEGACY, "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"id": f"domain-move:{DOMAIN}", "state": "running"}
+
+    code, out, err = await mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", LEGACY)
+    assert code == 2 and "already moving" in err
+
+    handle = dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, f"domain-move:{DOMAIN}")
+    await until_stage(handle, "request_domain", "waiting")
+
+    code, out, err = await mailmove(config, "show", DOMAIN, "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["execution"] == "RUNNING"
+    status = shown["status"]
+    assert status["stage"] == "request_domain" and status["state"] == "waiting"
+    assert [s["name"] for s in status["stages"]] == [
+        "preflight", "add_gateway_mx", "request_domain", "await_registration", "remove_legacy_mx",
+        "await_propagation", "done"]
+    assert {"state", "started", "ended", "attempts", "last_error", "waiting_for", "eta"} <= set(status["stages"][0])
+    assert status["form"]["form"].endswith("antrag-maildomain.php")
+
+    code, out, err = await mailmove(config, "show", f"domain-move:{DOMAIN}")
+    assert code == 0 and "request_domain" in out and "antrag-maildomain.php" in out
+
+    code, out, err = await mailmove(config, "list", "--json")
+    [row] = json.loads(out)
+    assert code == 0 and (row["id"], row["stage"], row["state"]) == (f"domain-move:{DOMAIN}", "request_domain", "waiting")
+
+    code, out, err = await mailmove(config, "confirm", DOMAIN, "await_registration")
+    assert code == 2 and "not waiting" in err
+    code, out, err = await mailmove(config, "confirm", "other.sandbox.test", "request_domain")
+    assert code == 2 and "no running migration" in err
+    code, out, err = await mailmove(config, "confirm", DOMAIN, "request_domain", "--note", "filed by hand")
+    assert code == 0, err
+    await until_stage(handle, "await_registration", "waiting")
+
+    code, out, err = await mailmove(config, "extend", DOMAIN, "2d", "--note", "holidays")
+    assert code == 0 and "escalates at" in out
+    code, out, err = await mailmove(config, "cancel", DOMAIN, "--note", "wrong domain")
+    assert code == 0 and "restored" in out
+    assert (await handle.result()).state.value == "cancelled"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+    code, out, err = await mailmove(config, "show", DOMAIN, "--json")
+    actions = [(a["action"], a["actor"] != "mailmove") for a in json.loads(out)["audit"]]
+    assert ("confirm", True) in actions and ("extend", True) in actions and ("cancel", True) in actions
