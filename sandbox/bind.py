@@ -131,14 +131,24 @@ class DnsWorld:
     (the secondary stays stale until `send_notify`).
     """
 
-    def __init__(self, zones: list[Zone], root: Path | None = None, notify: str | int = "now", key_name: str = "ddns-key"):
+    def __init__(
+        self, zones: list[Zone], root: Path | None = None, notify: str | int = "now", key_name: str = "ddns-key",
+        secondaries: int = 1,
+    ):
         self.zones = zones
         self.root = Path(root or tempfile.mkdtemp(prefix="mailmove-dns-"))
         self.notify = notify
         self.key_name = key_name
         self.primary = Named("primary", self.root / "primary")
-        self.secondary = Named("secondary", self.root / "secondary")
+        self.secondaries = [
+            Named("secondary" if i == 0 else f"secondary{i + 1}", self.root / ("secondary" if i == 0 else f"secondary{i + 1}"))
+            for i in range(secondaries)
+        ]
         self.resolver = Named("resolver", self.root / "resolver")
+
+    @property
+    def secondary(self) -> Named:
+        return self.secondaries[0]
 
     @property
     def keyfile(self) -> Path:
@@ -156,7 +166,8 @@ class DnsWorld:
             notify = "notify no;"
         else:
             delay = 0 if self.notify == "now" else int(self.notify)
-            notify = f"notify explicit; also-notify {{ 127.0.0.1 port {self.secondary.port}; }}; notify-delay {delay};"
+            targets = " ".join(f"127.0.0.1 port {s.port};" for s in self.secondaries)
+            notify = f"notify explicit; also-notify {{ {targets} }}; notify-delay {delay};"
         keys = f'include "{self.keyfile}"; include "{self.root / "xfr-key.conf"}";\n'
         self.primary.start(
             keys
@@ -167,16 +178,17 @@ class DnsWorld:
                 for z in self.zones
             )
         )
-        self.secondary.start(
-            keys
-            + _options(self.secondary.directory, self.secondary.port, "recursion no; notify no;")
-            + "server 127.0.0.1 { keys { xfr-key; }; };\n"
-            + "".join(
-                f'zone "{z.name}" {{ type secondary; primaries {{ 127.0.0.1 port {self.primary.port}; }}; '
-                f'allow-notify {{ 127.0.0.1; }}; file "{z.name}.bk"; }};\n'
-                for z in self.zones
+        for secondary in self.secondaries:
+            secondary.start(
+                keys
+                + _options(secondary.directory, secondary.port, "recursion no; notify no;")
+                + "server 127.0.0.1 { keys { xfr-key; }; };\n"
+                + "".join(
+                    f'zone "{z.name}" {{ type secondary; primaries {{ 127.0.0.1 port {self.primary.port}; }}; '
+                    f'allow-notify {{ 127.0.0.1; }}; file "{z.name}.bk"; }};\n'
+                    for z in self.zones
+                )
             )
-        )
         # A root zone of its own: names outside the sandbox get NXDOMAIN here, so the
         # resolver never sends a packet beyond loopback.
         self.resolver.directory.mkdir(parents=True, exist_ok=True)
@@ -203,24 +215,26 @@ class DnsWorld:
 
     def wait_secondary_loaded(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
-        for zone in self.zones:
-            while True:
-                reply = dns.query.udp(dns.message.make_query(zone.name, "SOA"), "127.0.0.1", port=self.secondary.port, timeout=1)
-                if reply.answer:
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the secondary did not load {zone.name}")
-                time.sleep(0.05)
+        for secondary in self.secondaries:
+            for zone in self.zones:
+                while True:
+                    query = dns.message.make_query(zone.name, "SOA")
+                    if dns.query.udp(query, "127.0.0.1", port=secondary.port, timeout=1).answer:
+                        break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{secondary.role} did not load {zone.name}")
+                    time.sleep(0.05)
 
     def send_notify(self, zone: str) -> None:
-        """What the primary would send: makes the secondary transfer the zone now."""
+        """What the primary would send: makes every secondary transfer the zone now."""
         notify = dns.message.make_query(zone, dns.rdatatype.SOA)
         notify.set_opcode(dns.opcode.NOTIFY)
         notify.flags |= dns.flags.AA
-        dns.query.udp(notify, "127.0.0.1", port=self.secondary.port, timeout=2)
+        for secondary in self.secondaries:
+            dns.query.udp(notify, "127.0.0.1", port=secondary.port, timeout=2)
 
     def stop(self) -> None:
-        for server in (self.resolver, self.secondary, self.primary):
+        for server in (self.resolver, *self.secondaries, self.primary):
             server.stop()
 
     def __enter__(self) -> "DnsWorld":

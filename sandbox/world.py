@@ -44,6 +44,7 @@ class SandboxOptions:
     ttl: int = 3  # seconds: every wait of a demo stays short
     notify: str | int = "now"
     confirm_after: float = 3.0
+    secondaries: int = 1
     root: Path | None = None
 
 
@@ -55,6 +56,7 @@ class Sandbox:
             [department_zone(d, options.ttl) for d in options.domains] + [gateway_zone()],
             root=self.root / "dns",
             notify=options.notify,
+            secondaries=options.secondaries,
         )
         self.registry = Registry(confirm_after=options.confirm_after)
         self.portal = PortalServer(self.registry)
@@ -96,8 +98,9 @@ class Sandbox:
             "convergence_window": 10, "convergence_poll": 0.25, "convergence_pause": 1,
             "centre_poll": 2, **(timing or {}),
         }
+        authoritative = json.dumps([self.dns.primary.address] + [s.address for s in self.dns.secondaries])
         zones = "".join(
-            f'[dns.zones."{d}"]\nauthoritative = ["{self.dns.primary.address}", "{self.dns.secondary.address}"]\n'
+            f'[dns.zones."{d}"]\nauthoritative = {authoritative}\n'
             f'update_server = "{self.dns.primary.address}"\ntsig_key = "{self.dns.key_name}"\n\n'
             for d in self.options.domains
         )
