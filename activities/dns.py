@@ -118,7 +118,12 @@ class DnsActivities:
                 for address in await self.addresses(host):
                     reply = await self.ask(HostPort(address, 53), zone, "NS")
                     section = reply.answer or reply.authority
-                    return {r.target.to_text(omit_final_dot=True) for rrset in section if rrset.rdtype == dns.rdatatype.NS for r in rrset}
+                    return {
+                        r.target.to_text(omit_final_dot=True)
+                        for rrset in section
+                        if rrset.rdtype == dns.rdatatype.NS
+                        for r in rrset
+                    }
         except dns.exception.DNSException:
             pass
         return set()
@@ -179,7 +184,9 @@ class DnsActivities:
         views = await asyncio.gather(*(self.read_mx(s, query.domain) for s in servers))
         sets = {mx_key(mx) for mx, _ in views}
         if len(sets) > 1:
-            detail = "; ".join(f"{s}: {' '.join(map(str, mx_key(mx)))}" for s, (mx, _) in zip(servers, views))
+            detail = "; ".join(
+                f"{s}: {' '.join(map(str, mx_key(mx)))}" for s, (mx, _) in zip(servers, views, strict=True)
+            )
             raise ApplicationError(f"the authoritative servers disagree on the MX set of {query.domain}: {detail}")
         serial, negative_ttl = await self.read_soa(servers[0], zone)
         mx, _ = views[0]
@@ -231,11 +238,15 @@ class DnsActivities:
         try:
             reply = await dns.asyncquery.tcp(update, server.host, timeout=self.settings.dns.timeout, port=server.port)
         except dns.tsig.PeerError as exc:
-            raise ApplicationError(f"{server} rejected the TSIG signature: {exc!r}", non_retryable=True, type="Tsig") from exc
+            raise ApplicationError(
+                f"{server} rejected the TSIG signature: {exc!r}", non_retryable=True, type="Tsig"
+            ) from exc
         rcode = reply.rcode()
         if rcode in (dns.rcode.NXRRSET, dns.rcode.YXRRSET):
             # the set changed between our read and the update: read again on the next attempt
-            raise ApplicationError(f"{server}: MX set of {change.domain} changed during the update ({dns.rcode.to_text(rcode)})")
+            raise ApplicationError(
+                f"{server}: MX set of {change.domain} changed during the update ({dns.rcode.to_text(rcode)})"
+            )
         if rcode != dns.rcode.NOERROR:
             raise ApplicationError(
                 f"{server} refused the update of {change.domain} MX: {dns.rcode.to_text(rcode)}",

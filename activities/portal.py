@@ -12,7 +12,7 @@ The HTTP contract (documented in the README): `POST {url}requests` with a JSON b
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from temporalio import activity
@@ -49,7 +49,7 @@ class PortalActivities:
                     state="submitting",
                     reference="",
                     status="",
-                    created_at=datetime.now(timezone.utc),
+                    created_at=datetime.now(UTC),
                 )
                 session.add(row)
             return row
@@ -58,14 +58,19 @@ class PortalActivities:
         with self.sessions.begin() as session:
             row = session.get(PortalRequest, key)
             row.state, row.reference, row.status = "filed", reference, status
-            row.filed_at = datetime.now(timezone.utc)
+            row.filed_at = datetime.now(UTC)
 
     @activity.defn
     async def file_request(self, filing: PortalFiling) -> PortalReceipt:
         row = await asyncio.to_thread(self._begin, filing)
         if row.state == "filed":
             return PortalReceipt(filing.key, row.reference, row.status)
-        body = {"kind": filing.kind, "subject": filing.subject, "values": filing.values, "reference": filing.workflow_id}
+        body = {
+            "kind": filing.kind,
+            "subject": filing.subject,
+            "values": filing.values,
+            "reference": filing.workflow_id,
+        }
         async with self._client() as client:
             try:
                 response = await client.post("requests", json=body, headers={"Idempotency-Key": filing.key})

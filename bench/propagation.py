@@ -80,7 +80,9 @@ async def first_time_serving(port: int, expected, stop: asyncio.Event) -> float 
     while not stop.is_set():
         reply = await dns.asyncquery.udp(dns.message.make_query(DOMAIN, "MX"), "127.0.0.1", port=port, timeout=2)
         now = time.monotonic()
-        served = mx_key([MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True)) for s in reply.answer for r in s])
+        served = mx_key(
+            [MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True)) for s in reply.answer for r in s]
+        )
         if served == expected:
             return now
         await asyncio.sleep(0.01)
@@ -92,8 +94,10 @@ async def verdict_overhead(env: WorkflowEnvironment, runs: int) -> list[float]:
     for i in range(runs):
         with Sandbox(SandboxOptions(ttl=TTL, confirm_after=1, secondaries=2, notify=1)) as world:
             config = world.write_config(
-                temporal_address=env.client.service_client.config.target_host, task_queue=f"bench-{uuid.uuid4()}",
-                portal_mode="http", timing={"probe_interval": 0.5, "convergence_poll": 0.1},
+                temporal_address=env.client.service_client.config.target_host,
+                task_queue=f"bench-{uuid.uuid4()}",
+                portal_mode="http",
+                timing={"probe_interval": 0.5, "convergence_poll": 0.1},
             )
             settings = load_settings(config)
             upgrade(settings.database.url)
@@ -110,8 +114,11 @@ async def verdict_overhead(env: WorkflowEnvironment, runs: int) -> list[float]:
             stop.set()
             agreed = max(await asyncio.gather(*watchers))
             overheads.append(verdict - agreed - TTL)
-            print(f"  run {i + 1}: last server agreed -> done = {verdict - agreed:.3f} s, minus TTL {TTL} s = "
-                  f"{overheads[-1]:.3f} s", flush=True)
+            print(
+                f"  run {i + 1}: last server agreed -> done = {verdict - agreed:.3f} s, minus TTL {TTL} s = "
+                f"{overheads[-1]:.3f} s",
+                flush=True,
+            )
     return overheads
 
 
@@ -143,7 +150,9 @@ async def round_timing(rounds: int) -> dict[str, list[float]]:
             assert report.converged and all(v.serves_target for v in views)
 
         # the round's queries: MX and SOA of every authoritative server, MX of every resolver
-        queries = [(dns_acts.read_mx, a, DOMAIN) for a in relayed_auth] + [(dns_acts.read_soa, a, DOMAIN) for a in relayed_auth]
+        queries = [(dns_acts.read_mx, a, DOMAIN) for a in relayed_auth] + [
+            (dns_acts.read_soa, a, DOMAIN) for a in relayed_auth
+        ]
         queries += [(lambda a, d: dns_acts.ask(a, d, "MX", recursive=True), r, DOMAIN) for r in relayed_res]
 
         async def single_server(address: HostPort) -> float:
@@ -183,8 +192,10 @@ async def main() -> None:
     ) as env:
         overheads = await verdict_overhead(env, args.runs)
     median = statistics.median(overheads)
-    print(f"   median {median:.3f} s (min {min(overheads):.3f}, max {max(overheads):.3f}); target < 1 s: "
-          f"{'met' if median < 1 else 'NOT met'}")
+    print(
+        f"   median {median:.3f} s (min {min(overheads):.3f}, max {max(overheads):.3f}); target < 1 s: "
+        f"{'met' if median < 1 else 'NOT met'}"
+    )
 
     print(f"\n2. one propagation round, 3 authoritative + 8 resolvers behind 20-55 ms relays, {args.rounds} rounds")
     figures = await round_timing(args.rounds)
@@ -194,8 +205,10 @@ async def main() -> None:
     print(f"   concurrent round   median {med['concurrent'] * 1000:7.1f} ms")
     print(f"   one after another  median {med['sequential'] * 1000:7.1f} ms")
     print(f"   slowest single     median {med['slowest_single'] * 1000:7.1f} ms")
-    print(f"   speed-up {speedup:.1f}x (target >= 5x: {'met' if speedup >= 5 else 'NOT met'}); "
-          f"concurrent / slowest single {vs_slowest:.2f} (target <= 1.5: {'met' if vs_slowest <= 1.5 else 'NOT met'})")
+    print(
+        f"   speed-up {speedup:.1f}x (target >= 5x: {'met' if speedup >= 5 else 'NOT met'}); "
+        f"concurrent / slowest single {vs_slowest:.2f} (target <= 1.5: {'met' if vs_slowest <= 1.5 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import Enum
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Optional
+from typing import Optional
 
 import typer
 from temporalio.client import Client
@@ -56,7 +57,9 @@ JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 @app.callback()
-def main(config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration [env: MAILMOVE_CONFIG]")) -> None:
+def main(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration [env: MAILMOVE_CONFIG]"),
+) -> None:
     ctx.config = config
 
 
@@ -184,8 +187,12 @@ def domain_start(
     domain: str = typer.Argument(..., help="the mail domain to move, e.g. chem.tu-darmstadt.de"),
     legacy_mx: str = typer.Option(..., "--legacy-mx", help="the department's current mail server"),
     dns_mode: DnsMode = typer.Option(DnsMode.rfc2136, "--dns", help="rfc2136: mailmove updates DNS; centre: by hand"),
-    portal: Optional[PortalMode] = typer.Option(None, "--portal", help="how the domain is filed (default: portal.mode)"),
-    legacy_preference: Optional[int] = typer.Option(None, "--legacy-preference", help="default: gateway.legacy_preference"),
+    portal: Optional[PortalMode] = typer.Option(
+        None, "--portal", help="how the domain is filed (default: portal.mode)"
+    ),
+    legacy_preference: Optional[int] = typer.Option(
+        None, "--legacy-preference", help="default: gateway.legacy_preference"
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Start moving DOMAIN behind the gateway; mailmove then drives every stage to `done`."""
@@ -229,7 +236,15 @@ def show_(
         while True:
             view = await control.show(client, settings, wid)
             if as_json:
-                print_json({"id": wid, "execution": view.execution, "status": view.status, "audit": view.audit, "note": view.note})
+                print_json(
+                    {
+                        "id": wid,
+                        "execution": view.execution,
+                        "status": view.status,
+                        "audit": view.audit,
+                        "note": view.note,
+                    }
+                )
             else:
                 console().print(shown(view))
             if not watch or view.execution != "RUNNING":
@@ -314,7 +329,9 @@ def sandbox_up(root: Optional[Path] = typer.Option(None, help="where the world k
 
 
 @sandbox_app.command("demo")
-def sandbox_demo(root: Optional[Path] = typer.Option(None, help="where the world keeps its files"), ttl: int = 3) -> None:
+def sandbox_demo(
+    root: Optional[Path] = typer.Option(None, help="where the world keeps its files"), ttl: int = 3
+) -> None:
     """One domain move from start to `done` in the local world, in well under a minute."""
     world, config = _sandbox(root, ttl)
     ctx.config = config

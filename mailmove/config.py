@@ -247,7 +247,9 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         embedded_listen=parse_host_port(
             t.get("embedded_listen", str(d.temporal.embedded_listen)), 7233, "temporal.embedded_listen"
         ),
-        embedded_ui_port=_int(t.get("embedded_ui_port", d.temporal.embedded_ui_port), "temporal.embedded_ui_port", 1, 65535),
+        embedded_ui_port=_int(
+            t.get("embedded_ui_port", d.temporal.embedded_ui_port), "temporal.embedded_ui_port", 1, 65535
+        ),
     )
 
     paths = _table(raw, "paths")
@@ -259,7 +261,7 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
     url = str(db.get("url", d.database.url))
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         # relative SQLite paths are relative to the config file, like every other path
-        url = "sqlite:///" + _resolve_path(url[len("sqlite:///"):], base)
+        url = "sqlite:///" + _resolve_path(url[len("sqlite:///") :], base)
 
     g = _table(raw, "gateway")
     gk = {f.name for f in fields(GatewayConfig)}
@@ -267,14 +269,21 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
     gateway = GatewayConfig(
         mx=tuple(h.rstrip(".").lower() for h in _str_list(g.get("mx", list(d.gateway.mx)), "gateway.mx")),
         mx_preference=_int(g.get("mx_preference", d.gateway.mx_preference), "gateway.mx_preference", 0, 65535),
-        legacy_preference=_int(g.get("legacy_preference", d.gateway.legacy_preference), "gateway.legacy_preference", 0, 65535),
+        legacy_preference=_int(
+            g.get("legacy_preference", d.gateway.legacy_preference), "gateway.legacy_preference", 0, 65535
+        ),
         smtp_port=_int(g.get("smtp_port", d.gateway.smtp_port), "gateway.smtp_port", 1, 65535),
         networks=_str_list(g.get("networks", list(d.gateway.networks)), "gateway.networks"),
         relay=parse_host_port(g.get("relay", str(d.gateway.relay)), 25, "gateway.relay"),
-        relay_internal=parse_host_port(g.get("relay_internal", str(d.gateway.relay_internal)), 25, "gateway.relay_internal"),
-        relay_unsecure=parse_host_port(g.get("relay_unsecure", str(d.gateway.relay_unsecure)), 25, "gateway.relay_unsecure"),
+        relay_internal=parse_host_port(
+            g.get("relay_internal", str(d.gateway.relay_internal)), 25, "gateway.relay_internal"
+        ),
+        relay_unsecure=parse_host_port(
+            g.get("relay_unsecure", str(d.gateway.relay_unsecure)), 25, "gateway.relay_unsecure"
+        ),
         internal_relay_addresses=_str_list(
-            g.get("internal_relay_addresses", list(d.gateway.internal_relay_addresses)), "gateway.internal_relay_addresses"
+            g.get("internal_relay_addresses", list(d.gateway.internal_relay_addresses)),
+            "gateway.internal_relay_addresses",
         ),
         spf_include=str(g.get("spf_include", d.gateway.spf_include)),
     )
@@ -303,7 +312,9 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
             )
         )
     dns = DnsConfig(
-        resolvers=tuple(parse_host_port(r, 53, "dns.resolvers") for r in _str_list(n.get("resolvers", []), "dns.resolvers")),
+        resolvers=tuple(
+            parse_host_port(r, 53, "dns.resolvers") for r in _str_list(n.get("resolvers", []), "dns.resolvers")
+        ),
         tsig_keyfile=_resolve_path(str(n.get("tsig_keyfile", "")), base),
         timeout=parse_duration(n.get("timeout", d.dns.timeout), "dns.timeout"),
         zones=tuple(zones),
@@ -336,7 +347,9 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
 
     dash = _table(raw, "dashboard")
     _check_keys(dash, {"listen"}, "dashboard")
-    dashboard = DashboardConfig(listen=parse_host_port(dash.get("listen", str(d.dashboard.listen)), 8080, "dashboard.listen"))
+    dashboard = DashboardConfig(
+        listen=parse_host_port(dash.get("listen", str(d.dashboard.listen)), 8080, "dashboard.listen")
+    )
 
     return Settings(
         temporal=temporal,

@@ -13,14 +13,19 @@ from enum import Enum
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from mailmove.config import Settings
 from mailmove.inputs import DomainMoveRequest, FieldError, check_reachable, domain_move_input
 from mailmove.names import BadName, to_alabel
-from store.db import sessions, upgrade
+from store.db import ready
 from store.records import audit_trail, list_migrations
 from workflows import search
 from workflows.domain_move import DomainMoveWorkflow
@@ -106,7 +111,7 @@ async def show(client: Client, settings: Settings, wid: str) -> Shown:
     execution = description.status.name if description.status else "UNKNOWN"
     try:
         status = await handle.query(DomainMoveWorkflow.status, rpc_timeout=timedelta(seconds=10))
-    except (RPCError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, RPCError) as exc:
         return Shown(None, execution, audit, f"no worker answered the status query ({exc}); is `mailmove up` running?")
     _merge_pending(status, description.raw_description.pending_activities)
     return Shown(status, execution, audit)
@@ -124,8 +129,7 @@ def _merge_pending(status: MoveStatus, pending: Any) -> None:
 
 
 def _audit(url: str, wid: str) -> list[dict[str, Any]]:
-    upgrade(url)
-    with sessions(url)() as session:
+    with ready(url)() as session:
         return [
             {"at": e.at, "actor": e.actor, "action": e.action, "stage": e.stage, "detail": e.detail, "result": e.result}
             for e in audit_trail(session, wid)
@@ -133,11 +137,18 @@ def _audit(url: str, wid: str) -> list[dict[str, Any]]:
 
 
 def migrations(settings: Settings, kind: str | None = None) -> list[dict[str, Any]]:
-    upgrade(settings.database.url)
-    with sessions(settings.database.url)() as session:
+    with ready(settings.database.url)() as session:
         return [
-            {"id": m.workflow_id, "kind": m.kind, "subject": m.subject, "stage": m.stage, "state": m.state,
-             "attention": m.attention, "created_at": m.created_at, "updated_at": m.updated_at}
+            {
+                "id": m.workflow_id,
+                "kind": m.kind,
+                "subject": m.subject,
+                "stage": m.stage,
+                "state": m.state,
+                "attention": m.attention,
+                "created_at": m.created_at,
+                "updated_at": m.updated_at,
+            }
             for m in list_migrations(session, kind)
         ]
 

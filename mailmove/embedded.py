@@ -14,6 +14,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from mailmove import processes
 from mailmove.config import Settings
 from workflows import search
 
@@ -50,9 +51,21 @@ class DevServer:
     async def start(self, timeout: float = 30) -> Client:
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            temporal_binary(), "server", "start-dev",
-            "--ip", self.listen.host, "--port", str(self.listen.port), "--ui-port", str(self.ui_port),
-            "--db-filename", str(self.db_file), "--namespace", self.namespace, "--log-level", "warn",
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            self.listen.host,
+            "--port",
+            str(self.listen.port),
+            "--ui-port",
+            str(self.ui_port),
+            "--db-filename",
+            str(self.db_file),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
         ]
         for key in search.ALL:
             command += ["--search-attribute", f"{key.name}=Keyword"]
@@ -73,10 +86,4 @@ class DevServer:
                 await asyncio.sleep(0.1)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process, 10)

@@ -97,7 +97,7 @@ def tsig_key_for(settings: Settings, domain: str) -> str:
     field = f'dns.zones."{zone.name}".tsig_key' if zone and zone.tsig_key else "dns.tsig_keyfile"
     if not name:
         if len(keys) != 1:
-            raise FieldError(field, f"{path} holds {len(keys)} keys; name one in dns.zones.\"<zone>\".tsig_key")
+            raise FieldError(field, f'{path} holds {len(keys)} keys; name one in dns.zones."<zone>".tsig_key')
         return next(iter(keys))
     if name not in keys:
         raise FieldError(field, f"key {name!r} is not in {path} (it holds: {', '.join(keys) or 'no key'})")
@@ -118,15 +118,19 @@ async def check_reachable(settings: Settings, move: DomainMoveInput) -> None:
         for server in zone.authoritative:
             checks.append((f"{prefix}.authoritative ({server})", _dns_answers(server, zone.name, timeout)))
         if zone.update_server and move.dns_mode == "rfc2136":
-            checks.append((f"{prefix}.update_server ({zone.update_server})", _dns_answers(zone.update_server, zone.name, timeout)))
+            checks.append(
+                (f"{prefix}.update_server ({zone.update_server})", _dns_answers(zone.update_server, zone.name, timeout))
+            )
     for server in settings.dns.resolvers:
         checks.append((f"dns.resolvers ({server})", _dns_answers(server, move.domain, timeout)))
     if move.portal_mode == "http":
         checks.append((f"portal.url ({settings.portal.url})", _http_answers(settings.portal.url, timeout)))
     results = await asyncio.gather(*(c for _, c in checks), return_exceptions=True)
-    for (field, _), result in zip(checks, results):
+    for (field, _), result in zip(checks, results, strict=True):
         if isinstance(result, BaseException):
-            reason = "timed out" if isinstance(result, dns.exception.Timeout) else (str(result) or type(result).__name__)
+            reason = (
+                "timed out" if isinstance(result, dns.exception.Timeout) else (str(result) or type(result).__name__)
+            )
             raise FieldError(field.split(" ")[0], f"{field.split(' ', 1)[1]} does not answer: {reason}")
 
 

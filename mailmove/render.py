@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group
@@ -13,15 +13,22 @@ from mailmove.control import Shown
 from workflows.model import StageState
 
 STATE_STYLE = {
-    "done": "green", "running": "cyan", "waiting": "yellow", "needs_attention": "bold red", "failed": "red",
-    "cancelled": "magenta", "cancelling": "magenta", "pending": "dim", "skipped": "dim",
+    "done": "green",
+    "running": "cyan",
+    "waiting": "yellow",
+    "needs_attention": "bold red",
+    "failed": "red",
+    "cancelled": "magenta",
+    "cancelling": "magenta",
+    "pending": "dim",
+    "skipped": "dim",
 }
 
 
 def _when(at: datetime | None) -> str:
     if at is None:
         return ""
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _styled(state: str) -> Text:
@@ -57,20 +64,41 @@ def shown(view: Shown) -> Group:
                 info = f"{info}\nlast error: {s.last_error}".strip()
             if s.eta and s.state in (StageState.WAITING, StageState.RUNNING):
                 info += f"\nETA {_when(s.eta)} UTC"
-            stages.add_row(s.name, _styled(s.state.value), _when(s.started), _when(s.ended), str(s.attempts or ""), info)
+            stages.add_row(
+                s.name, _styled(s.state.value), _when(s.started), _when(s.ended), str(s.attempts or ""), info
+            )
         parts.append(stages)
         if status.records_to_set:
-            parts.append(Text("Records to set in the zone:\n  " + "\n  ".join(status.records_to_set), style="bold yellow"))
+            parts.append(
+                Text("Records to set in the zone:\n  " + "\n  ".join(status.records_to_set), style="bold yellow")
+            )
         if status.form:
-            parts.append(Text("Form to file:\n  " + "\n  ".join(f"{k}: {v}" for k, v in status.form.items()), style="bold yellow"))
+            parts.append(
+                Text(
+                    "Form to file:\n  " + "\n  ".join(f"{k}: {v}" for k, v in status.form.items()), style="bold yellow"
+                )
+            )
         for alert in status.alerts:
             parts.append(Text(f"! {alert}", style="red"))
         if status.authoritative:
-            parts.append(Text("authoritative: " + "; ".join(
-                f"{v.address} {'ok' if v.ok else 'differs'} serial {v.serial}" for v in status.authoritative)))
+            parts.append(
+                Text(
+                    "authoritative: "
+                    + "; ".join(
+                        f"{v.address} {'ok' if v.ok else 'differs'} serial {v.serial}" for v in status.authoritative
+                    )
+                )
+            )
         if status.resolvers:
-            parts.append(Text("resolvers: " + "; ".join(
-                f"{v.resolver} {'new set' if v.serves_target else 'old set'} ttl {v.ttl}" for v in status.resolvers)))
+            parts.append(
+                Text(
+                    "resolvers: "
+                    + "; ".join(
+                        f"{v.resolver} {'new set' if v.serves_target else 'old set'} ttl {v.ttl}"
+                        for v in status.resolvers
+                    )
+                )
+            )
         if status.message:
             parts.append(Text(status.message, style="green" if status.state.value == "done" else ""))
     if view.audit:

@@ -22,6 +22,8 @@ import dns.opcode
 import dns.query
 import dns.rdatatype
 
+from mailmove import processes
+
 
 def free_port() -> int:
     """A port free for both UDP and TCP on 127.0.0.1 right now."""
@@ -46,7 +48,9 @@ def named_binary() -> str:
 
 def make_tsig_key(path: Path, name: str) -> Path:
     tool = shutil.which("tsig-keygen") or "/usr/sbin/tsig-keygen"
-    path.write_text(subprocess.run([tool, "-a", "hmac-sha256", name], check=True, capture_output=True, text=True).stdout)
+    path.write_text(
+        subprocess.run([tool, "-a", "hmac-sha256", name], check=True, capture_output=True, text=True).stdout
+    )
     return path
 
 
@@ -100,13 +104,7 @@ class Named:
         raise RuntimeError(f"named ({self.role}) did not answer on port {self.port}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process, 5)
 
     @property
     def address(self) -> str:
@@ -132,7 +130,11 @@ class DnsWorld:
     """
 
     def __init__(
-        self, zones: list[Zone], root: Path | None = None, notify: str | int = "now", key_name: str = "ddns-key",
+        self,
+        zones: list[Zone],
+        root: Path | None = None,
+        notify: str | int = "now",
+        key_name: str = "ddns-key",
         secondaries: int = 1,
     ):
         self.zones = zones
@@ -141,7 +143,10 @@ class DnsWorld:
         self.key_name = key_name
         self.primary = Named("primary", self.root / "primary")
         self.secondaries = [
-            Named("secondary" if i == 0 else f"secondary{i + 1}", self.root / ("secondary" if i == 0 else f"secondary{i + 1}"))
+            Named(
+                "secondary" if i == 0 else f"secondary{i + 1}",
+                self.root / ("secondary" if i == 0 else f"secondary{i + 1}"),
+            )
             for i in range(secondaries)
         ]
         self.resolver = Named("resolver", self.root / "resolver")
@@ -154,7 +159,7 @@ class DnsWorld:
     def keyfile(self) -> Path:
         return self.root / f"{self.key_name}.conf"
 
-    def start(self) -> "DnsWorld":
+    def start(self) -> DnsWorld:
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.keyfile.exists():
             make_tsig_key(self.keyfile, self.key_name)
@@ -194,9 +199,8 @@ class DnsWorld:
         self.resolver.directory.mkdir(parents=True, exist_ok=True)
         (self.resolver.directory / "root.db").write_text(
             "$TTL 300\n. IN SOA localhost. hostmaster.localhost. 1 60 30 3600 60\n. IN NS localhost.\n"
-            "localhost. IN A 127.0.0.1\n"
+            "localhost. IN A 127.0.0.1\n" + "".join(f"{z.name}. IN NS localhost.\n" for z in self.zones)
             # delegations make the resolver recurse, and so forward, for the sandbox's zones
-            + "".join(f"{z.name}. IN NS localhost.\n" for z in self.zones)
         )
         self.resolver.start(
             _options(
@@ -237,7 +241,7 @@ class DnsWorld:
         for server in (self.resolver, *self.secondaries, self.primary):
             server.stop()
 
-    def __enter__(self) -> "DnsWorld":
+    def __enter__(self) -> DnsWorld:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -4,8 +4,8 @@ does since 2019) and accepts `RCPT TO` exactly for the domains the centre has re
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import trustme
 from aiosmtpd.controller import Controller
@@ -51,7 +51,7 @@ class GatewaySmtp:
             ready_timeout=10,
         )
 
-    def start(self) -> "GatewaySmtp":
+    def start(self) -> GatewaySmtp:
         self.controller.start()
         return self
 

@@ -69,8 +69,13 @@ def app(registry: Registry) -> FastAPI:
     api = FastAPI(title="centre portal stand-in")
 
     def view(filed: Filed) -> dict:
-        return {"id": filed.id, "status": filed.status(registry.confirm_after), "kind": filed.filing.kind,
-                "subject": filed.filing.subject, "reference": filed.filing.reference}
+        return {
+            "id": filed.id,
+            "status": filed.status(registry.confirm_after),
+            "kind": filed.filing.kind,
+            "subject": filed.filing.subject,
+            "reference": filed.filing.reference,
+        }
 
     @api.post("/requests", status_code=201)
     def file_request(filing: Filing, idempotency_key: str = Header()) -> dict:
@@ -97,14 +102,16 @@ class PortalServer:
     def __init__(self, registry: Registry, port: int | None = None):
         self.registry = registry
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app(registry), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app(registry), host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, name="portal", daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start(self) -> "PortalServer":
+    def start(self) -> PortalServer:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:

@@ -23,8 +23,15 @@ GATEWAY_MX = [f"{x}2681.mx.{GATEWAY_ZONE}" for x in "abc"]
 def department_zone(domain: str, ttl: int, legacy: str = "mail") -> Zone:
     return Zone(
         domain,
-        ["@ NS ns1", "@ NS ns2", "ns1 A 127.0.0.1", "ns2 A 127.0.0.1", f"@ MX 10 {legacy}", f"{legacy} A 127.0.0.1",
-         "www A 127.0.0.1"],
+        [
+            "@ NS ns1",
+            "@ NS ns2",
+            "ns1 A 127.0.0.1",
+            "ns2 A 127.0.0.1",
+            f"@ MX 10 {legacy}",
+            f"{legacy} A 127.0.0.1",
+            "www A 127.0.0.1",
+        ],
         ttl=ttl,
         negative_ttl=ttl,
     )
@@ -64,7 +71,7 @@ class Sandbox:
             GATEWAY_MX, lambda rcpt: self.registry.registered(rcpt.rpartition("@")[2].lower()), self.root / "tls"
         )
 
-    def start(self) -> "Sandbox":
+    def start(self) -> Sandbox:
         self.dns.start()
         self.portal.start()
         self.smtp.start()
@@ -77,7 +84,7 @@ class Sandbox:
             except Exception:  # noqa: BLE001 - stop the rest regardless
                 pass
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -94,9 +101,14 @@ class Sandbox:
         """A mailmove TOML configuration for this world (the embedded stack unless an address is given)."""
         var = self.root / "var"
         timing = {
-            "probe_interval": 2, "reminder_interval": 3600, "escalate_after": 86400,
-            "convergence_window": 10, "convergence_poll": 0.25, "convergence_pause": 1,
-            "centre_poll": 2, **(timing or {}),
+            "probe_interval": 2,
+            "reminder_interval": 3600,
+            "escalate_after": 86400,
+            "convergence_window": 10,
+            "convergence_poll": 0.25,
+            "convergence_pause": 1,
+            "centre_poll": 2,
+            **(timing or {}),
         }
         authoritative = json.dumps([self.dns.primary.address] + [s.address for s in self.dns.secondaries])
         zones = "".join(
@@ -106,7 +118,7 @@ class Sandbox:
         )
         q = json.dumps
         return (
-            f"[temporal]\naddress = {q(temporal_address)}\nnamespace = \"default\"\ntask_queue = {q(task_queue)}\n"
+            f'[temporal]\naddress = {q(temporal_address)}\nnamespace = "default"\ntask_queue = {q(task_queue)}\n'
             f'embedded_listen = "127.0.0.1:{free_port()}"\nembedded_ui_port = {free_port()}\n\n'
             f"[paths]\nvar = {q(str(var))}\n\n"
             f"[database]\nurl = {q(database_url or f'sqlite:///{var}/mailmove.db')}\n\n"
@@ -115,7 +127,8 @@ class Sandbox:
             f"timeout = 2\n\n{zones}"
             f"[portal]\nmode = {q(portal_mode)}\nurl = {q(self.portal.url)}\n\n"
             f'[smtp]\nhelo = "probe.sandbox.test"\nca_file = {q(str(self.smtp.ca_file))}\ntimeout = 10\n\n'
-            "[timing]\n" + "".join(f"{k} = {v}\n" for k, v in timing.items())
+            "[timing]\n"
+            + "".join(f"{k} = {v}\n" for k, v in timing.items())
             + f'\n[dashboard]\nlisten = "127.0.0.1:{free_port()}"\n'
         )
 

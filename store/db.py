@@ -32,12 +32,19 @@ def engine(url: str) -> Engine:
         event.listen(eng, "connect", _sqlite_pragmas)
         return eng
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return create_engine(url, pool_pre_ping=True)
 
 
 def sessions(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine(url), expire_on_commit=False)
+
+
+@cache
+def ready(url: str) -> sessionmaker[Session]:
+    """Sessions on a schema brought up to date once per process (for readers such as the CLI)."""
+    upgrade(url)
+    return sessions(url)
 
 
 def upgrade(url: str) -> None:

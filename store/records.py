@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,7 +40,7 @@ def write_transition(session: Session, t: Transition) -> bool:
 
 def _aware(at: datetime) -> datetime:
     # SQLite hands back naive datetimes; everything is stored in UTC
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def list_migrations(session: Session, kind: str | None = None) -> list[Migration]:

@@ -8,9 +8,9 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 import dns.message
 import dns.query
@@ -34,7 +34,11 @@ POSTGRES_ADMIN = os.environ.get("MAILMOVE_TEST_POSTGRES", "postgresql://postgres
 
 @pytest.fixture(scope="session")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    server = str(BIN / "temporal-test-server") if (BIN / "temporal-test-server").exists() else shutil.which("temporal-test-server")
+    server = (
+        str(BIN / "temporal-test-server")
+        if (BIN / "temporal-test-server").exists()
+        else shutil.which("temporal-test-server")
+    )
     async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server) as env:
         await register_search_attributes(env.client, "default")
         yield env
@@ -106,7 +110,9 @@ async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = No
         raise AssertionError(f"{exc}; the move is at {seen}") from None
 
 
-async def skip_to_end(env: WorkflowEnvironment, handle: WorkflowHandle, step: timedelta = timedelta(hours=1), limit: int = 500):
+async def skip_to_end(
+    env: WorkflowEnvironment, handle: WorkflowHandle, step: timedelta = timedelta(hours=1), limit: int = 500
+):
     """Skip time in steps until the workflow closes (the server's own auto-skip in `result()`
     did not advance timers here), then return its result."""
     for _ in range(limit):
@@ -123,7 +129,9 @@ def served_mx(port: int, domain: str, recursive: bool = False) -> tuple[MxRecord
         reply = dns.query.udp(query, "127.0.0.1", port=port, timeout=3)
     else:
         reply = dns.query.tcp(query, "127.0.0.1", port=port, timeout=3)
-    return mx_key([MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True)) for rrset in reply.answer for r in rrset])
+    return mx_key(
+        [MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True)) for rrset in reply.answer for r in rrset]
+    )
 
 
 def resolved_mx(port: int, domain: str) -> tuple[MxRecord, ...]:

@@ -23,8 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def mailmove(config: Path, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mailmove.cli", "--config", str(config), *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"},
+        sys.executable,
+        "-m",
+        "mailmove.cli",
+        "--config",
+        str(config),
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"},
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode, out.decode(), err.decode()
@@ -78,9 +86,14 @@ async def test_config_problems_exit_2_naming_the_key(cli_world, dev_env):
     text = config.read_text()
     cases = [
         (text.replace('tsig_key = "ddns-key"', 'tsig_key = "no-such-key"'), 'dns.zones."chem.sandbox.test".tsig_key'),
-        (text.replace(f'tsig_keyfile = "{world.dns.keyfile}"', 'tsig_keyfile = "/nonexistent/keys.conf"'), "dns.tsig_keyfile"),
-        (text.replace(f'update_server = "{world.dns.primary.address}"', 'update_server = "127.0.0.1:9"'),
-         'dns.zones."chem.sandbox.test".update_server'),
+        (
+            text.replace(f'tsig_keyfile = "{world.dns.keyfile}"', 'tsig_keyfile = "/nonexistent/keys.conf"'),
+            "dns.tsig_keyfile",
+        ),
+        (
+            text.replace(f'update_server = "{world.dns.primary.address}"', 'update_server = "127.0.0.1:9"'),
+            'dns.zones."chem.sandbox.test".update_server',
+        ),
         (text.replace(f'resolvers = ["{world.dns.resolver.address}"]', 'resolvers = ["127.0.0.1:9"]'), "dns.resolvers"),
         (text.replace(settings.temporal.address, "127.0.0.1:9"), "temporal.address"),
         (text.replace("[gateway]\n", "[gateway]\nmx_preferense = 3\n"), "gateway.mx_preferense"),
@@ -111,8 +124,14 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
     status = shown["status"]
     assert status["stage"] == "request_domain" and status["state"] == "waiting"
     assert [s["name"] for s in status["stages"]] == [
-        "preflight", "add_gateway_mx", "request_domain", "await_registration", "remove_legacy_mx",
-        "await_propagation", "done"]
+        "preflight",
+        "add_gateway_mx",
+        "request_domain",
+        "await_registration",
+        "remove_legacy_mx",
+        "await_propagation",
+        "done",
+    ]
     assert {"state", "started", "ended", "attempts", "last_error", "waiting_for", "eta"} <= set(status["stages"][0])
     assert status["form"]["form"].endswith("antrag-maildomain.php")
 
@@ -121,7 +140,11 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
 
     code, out, err = await mailmove(config, "list", "--json")
     [row] = json.loads(out)
-    assert code == 0 and (row["id"], row["stage"], row["state"]) == (f"domain-move:{DOMAIN}", "request_domain", "waiting")
+    assert code == 0 and (row["id"], row["stage"], row["state"]) == (
+        f"domain-move:{DOMAIN}",
+        "request_domain",
+        "waiting",
+    )
 
     code, out, err = await mailmove(config, "confirm", DOMAIN, "await_registration")
     assert code == 2 and "not waiting" in err
@@ -139,5 +162,7 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
 
     code, out, err = await mailmove(config, "show", DOMAIN, "--json")
-    actions = [(a["action"], a["actor"] != "mailmove") for a in json.loads(out)["audit"]]
-    assert ("confirm", True) in actions and ("extend", True) in actions and ("cancel", True) in actions
+    audit = {a["action"]: a for a in json.loads(out)["audit"] if a["actor"] != "mailmove"}
+    assert audit["confirm"]["result"] == "request_domain confirmed" and audit["confirm"]["detail"] == "filed by hand"
+    assert audit["extend"]["result"].startswith("the wait now escalates at")
+    assert audit["cancel"]["result"].startswith("cancelling: the MX set will be restored")

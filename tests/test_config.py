@@ -66,8 +66,12 @@ def test_defaults_are_the_tu_darmstadt_profile(monkeypatch):
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("ns1.example.org", HostPort("ns1.example.org", 53)), ("127.0.0.1:5300", HostPort("127.0.0.1", 5300)),
-     ("[2001:db8::1]:5300", HostPort("2001:db8::1", 5300)), ("2001:db8::1", HostPort("2001:db8::1", 53))],
+    [
+        ("ns1.example.org", HostPort("ns1.example.org", 53)),
+        ("127.0.0.1:5300", HostPort("127.0.0.1", 5300)),
+        ("[2001:db8::1]:5300", HostPort("2001:db8::1", 5300)),
+        ("2001:db8::1", HostPort("2001:db8::1", 53)),
+    ],
 )
 def test_host_port(text, expected):
     assert parse_host_port(text, 53, "k") == expected
@@ -88,11 +92,13 @@ def test_durations():
 
 @pytest.mark.parametrize(
     "toml,field",
-    [("[gateway]\nmx_preferense = 10\n", "gateway.mx_preferense"),
-     ("[portal]\nmode = \"fax\"\n", "portal.mode"),
-     ("[gateway]\nlegacy_preference = \"5\"\n", "gateway.legacy_preference"),
-     ('[dns.zones."x.org"]\nupdate_server = "h:0"\n', 'dns.zones."x.org".update_server'),
-     ("[timing]\nescalate_after = \"forever\"\n", "timing.escalate_after")],
+    [
+        ("[gateway]\nmx_preferense = 10\n", "gateway.mx_preferense"),
+        ('[portal]\nmode = "fax"\n', "portal.mode"),
+        ('[gateway]\nlegacy_preference = "5"\n', "gateway.legacy_preference"),
+        ('[dns.zones."x.org"]\nupdate_server = "h:0"\n', 'dns.zones."x.org".update_server'),
+        ('[timing]\nescalate_after = "forever"\n', "timing.escalate_after"),
+    ],
 )
 def test_bad_values_name_their_key(tmp_path, toml, field):
     config = tmp_path / "c.toml"
@@ -105,8 +111,12 @@ def test_bad_values_name_their_key(tmp_path, toml, field):
 def test_tsig_keyfile_from_tsig_keygen_with_several_keys(tmp_path):
     keyfile = tmp_path / "keys.conf"
     keyfile.write_text(
-        subprocess.run(["tsig-keygen", "-a", "hmac-sha256", "ddns-key"], capture_output=True, text=True, check=True).stdout
-        + subprocess.run(["tsig-keygen", "-a", "hmac-sha512", "other."], capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            ["tsig-keygen", "-a", "hmac-sha256", "ddns-key"], capture_output=True, text=True, check=True
+        ).stdout
+        + subprocess.run(
+            ["tsig-keygen", "-a", "hmac-sha512", "other."], capture_output=True, text=True, check=True
+        ).stdout
         + '# a comment\nkey "slashes" { algorithm hmac-sha256; // trailing\n secret "ab//cd#==";\n};\n'
     )
     keys = read_tsig_keyfile(keyfile)

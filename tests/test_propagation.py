@@ -5,7 +5,7 @@ serving the new set by the time the workflow says the change has propagated."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dns.message
 import dns.query
@@ -15,7 +15,7 @@ import dns.update
 from mailmove import control
 from mailmove.config import read_tsig_keyfile
 from mailmove.inputs import DomainMoveRequest
-from tests.conftest import resolved_mx, served_mx, serial_of, settings_for, status_of, until_stage, wait_for
+from tests.conftest import resolved_mx, serial_of, served_mx, settings_for, status_of, until_stage, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN, FINAL, ORIGINAL, WITH_LEGACY
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.model import ConfirmInput, MoveState, MxRecord, mx_key
@@ -28,7 +28,11 @@ async def fresh_answer(port: int, expected) -> bool:
     reply = await asyncio.to_thread(
         dns.query.udp, dns.message.make_query(DOMAIN, "MX"), "127.0.0.1", port=port, timeout=2
     )
-    records = [(rrset.ttl, MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True))) for rrset in reply.answer for r in rrset]
+    records = [
+        (rrset.ttl, MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True)))
+        for rrset in reply.answer
+        for r in rrset
+    ]
     return mx_key([r for _, r in records]) == expected and all(ttl >= TTL - 1 for ttl, _ in records)
 
 
@@ -43,7 +47,7 @@ async def test_move_waits_for_the_lagging_secondary_and_the_old_ttl(dev_env, wor
     async def watch_resolver():
         while True:
             mx = await asyncio.to_thread(resolved_mx, world.dns.resolver.port, DOMAIN)
-            samples.append((datetime.now(timezone.utc), mx))
+            samples.append((datetime.now(UTC), mx))
             await asyncio.sleep(0.25)
 
     watcher = asyncio.create_task(watch_resolver())
@@ -62,17 +66,19 @@ async def test_move_waits_for_the_lagging_secondary_and_the_old_ttl(dev_env, wor
         await until_stage(handle, "await_registration", "waiting", timeout=60)
         # confirm just after the resolver fetched the set with the legacy MX: it must keep it ~TTL
         await wait_for(lambda: fresh_answer(world.dns.resolver.port, WITH_LEGACY), timeout=3 * TTL, interval=0.05)
-        await handle.execute_update(DomainMoveWorkflow.confirm, ConfirmInput("await_registration", "ines", "mail from HRZ"))
+        await handle.execute_update(
+            DomainMoveWorkflow.confirm, ConfirmInput("await_registration", "ines", "mail from HRZ")
+        )
 
         await until_stage(handle, "remove_legacy_mx", "waiting", timeout=60)
         assert served_mx(world.dns.primary.port, DOMAIN) == FINAL
         assert served_mx(world.dns.secondary.port, DOMAIN) == WITH_LEGACY
         await asyncio.sleep(1)  # the secondary lags a little longer
-        notified = datetime.now(timezone.utc)
+        notified = datetime.now(UTC)
         world.dns.send_notify(DOMAIN)
 
         result = await handle.result()
-        verdict = datetime.now(timezone.utc)
+        verdict = datetime.now(UTC)
         assert result.state == MoveState.DONE
         assert await asyncio.to_thread(resolved_mx, world.dns.resolver.port, DOMAIN) == FINAL
     finally:
@@ -118,7 +124,9 @@ async def test_centre_mode_shows_the_records_and_waits_for_them(dev_env, worker_
         for line in status.records_to_set:
             verb, record = line.split(": ", 1)
             name, ttl, _, _, pref, host = record.split()
-            (update.add if verb == "add" else update.delete)(name, *([int(ttl)] if verb == "add" else []), "MX", f"{pref} {host}")
+            (update.add if verb == "add" else update.delete)(
+                name, *([int(ttl)] if verb == "add" else []), "MX", f"{pref} {host}"
+            )
         dns.query.tcp(update, "127.0.0.1", port=world.dns.primary.port, timeout=3)
 
     assert (await handle.result()).state == MoveState.DONE

@@ -23,15 +23,22 @@ from workflows.model import MoveState
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = {
-    "heartbeat_timeout": 2, "dns_timeout": 5, "portal_timeout": 4, "probe_timeout": 5, "convergence_window": 3,
-    "convergence_pause": 0.5, "probe_interval": 1,
+    "heartbeat_timeout": 2,
+    "dns_timeout": 5,
+    "portal_timeout": 4,
+    "probe_timeout": 5,
+    "convergence_window": 3,
+    "convergence_pause": 0.5,
+    "probe_interval": 1,
 }
 
 
 def start_worker(config: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py"), "--config", str(config)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=open(config.parent / "worker.log", "ab"),
+        [sys.executable, str(ROOT / "worker.py"), "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(config.parent / "worker.log", "ab"),
     )
 
 
@@ -42,11 +49,13 @@ def kill(process: subprocess.Popen) -> None:
 
 async def start_move(dev_env, world, **config):
     config_file = world.write_config(
-        temporal_address=dev_env.client.service_client.config.target_host, portal_mode="http",
-        task_queue=f"tq-{os.getpid()}-{time.monotonic_ns()}", timing=FAST_RETRY, **config,
+        temporal_address=dev_env.client.service_client.config.target_host,
+        portal_mode="http",
+        task_queue=f"tq-{os.getpid()}-{time.monotonic_ns()}",
+        timing=FAST_RETRY,
+        **config,
     )
-    settings = settings_for(world, dev_env, portal_mode="http", timing=FAST_RETRY,
-                            task_queue=_task_queue(config_file))
+    settings = settings_for(world, dev_env, portal_mode="http", timing=FAST_RETRY, task_queue=_task_queue(config_file))
     worker = start_worker(config_file)
     move = await control.prepare_domain_move(settings, DomainMoveRequest(DOMAIN, f"mail.{DOMAIN}", actor="kim"))
     wid = await control.start_domain_move(dev_env.client, settings, move)
@@ -111,7 +120,10 @@ async def _async(value):
 def mailmove(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "mailmove.cli", "--config", str(config), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"mailmove {' '.join(args)} exited {result.returncode}: {result.stderr}")
@@ -126,8 +138,12 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
 
     async def up() -> subprocess.Popen:
         log_file.write_text("")
-        process = subprocess.Popen([sys.executable, "-m", "mailmove.cli", "--config", str(config), "up"], cwd=ROOT,
-                                   stdout=open(log_file, "a"), stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailmove.cli", "--config", str(config), "up"],
+            cwd=ROOT,
+            stdout=open(log_file, "a"),
+            stderr=subprocess.STDOUT,
+        )
         await wait_for(lambda: _async("Ctrl-C stops all of it" in log_file.read_text()), timeout=60, what="up")
         return process
 
@@ -137,7 +153,9 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
     stack = await up()
     try:
         mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
-        await wait_for(lambda: _async(show()["status"]["stage"] == "await_registration"), timeout=60, what="registration")
+        await wait_for(
+            lambda: _async(show()["status"]["stage"] == "await_registration"), timeout=60, what="registration"
+        )
         db = world.root / "var" / "temporal.db"
         assert db.exists()
         subprocess.run(["pkill", "-KILL", "-f", str(db)], check=True)  # the dev server dies first
@@ -146,8 +164,9 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
         stack = await up()
         try:
             await wait_for(lambda: _async(_done(config)), timeout=90, interval=1, what="done after the restart")
-        except AssertionError:
-            raise AssertionError(mailmove(config, "show", DOMAIN, check=False).stdout + log_file.read_text()[-3000:])
+        except AssertionError as exc:  # say where the move stands and what `up` printed
+            shown = mailmove(config, "show", DOMAIN, check=False).stdout
+            raise AssertionError(shown + log_file.read_text()[-3000:]) from exc
         view = show()
     finally:
         stack.send_signal(signal.SIGINT)

@@ -3,7 +3,7 @@ model's order, and the portal request recorded before and after it is sent."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import inspect
@@ -16,7 +16,7 @@ from store.db import engine, sessions, upgrade
 from store.records import audit_trail, list_migrations, portal_requests
 from workflows.model import PortalFiling, Transition
 
-T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -27,8 +27,17 @@ def database_url(request, tmp_path):
 
 
 def transition(n: int, wid: str = "domain-move:a.example.org", **kw) -> Transition:
-    values = dict(event_id=f"{wid}-{n}", seq=n, workflow_id=wid, kind="domain", subject=wid.split(":")[1],
-                  at=T0 + timedelta(minutes=n), stage="preflight", state="running", action=f"step {n}")
+    values = dict(
+        event_id=f"{wid}-{n}",
+        seq=n,
+        workflow_id=wid,
+        kind="domain",
+        subject=wid.split(":")[1],
+        at=T0 + timedelta(minutes=n),
+        stage="preflight",
+        state="running",
+        action=f"step {n}",
+    )
     return Transition(**(values | kw))
 
 
@@ -49,7 +58,10 @@ async def test_transitions_are_written_once_and_read_in_order(database_url):
     await env.run(audit.record_transition, transition(1, "domain-move:b.example.org", event_id="b-1"))
     with sessions(database_url)() as session:
         trail = audit_trail(session, "domain-move:a.example.org")
-        assert [(e.seq, e.actor, e.stage) for e in trail] == [(1, "mailmove", "preflight"), (2, "alice", "add_gateway_mx")]
+        assert [(e.seq, e.actor, e.stage) for e in trail] == [
+            (1, "mailmove", "preflight"),
+            (2, "alice", "add_gateway_mx"),
+        ]
         rows = list_migrations(session)
         assert [m.workflow_id for m in rows] == ["domain-move:a.example.org", "domain-move:b.example.org"]
         assert rows[0].stage == "add_gateway_mx"

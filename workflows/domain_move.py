@@ -10,9 +10,10 @@ Cancel before `remove_legacy_mx` restores the MX set recorded in preflight, veri
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -100,6 +101,9 @@ class DomainMoveWorkflow:
         self.message = ""
         self.receipt: PortalReceipt | None = None
         self.events = 0
+        self.dns_timeout = policy.seconds(args.timings.dns_timeout)
+        self.portal_timeout = policy.seconds(args.timings.portal_timeout)
+        self.probe_timeout = policy.seconds(args.timings.probe_timeout)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -126,7 +130,7 @@ class DomainMoveWorkflow:
             self.stages[self.stage].state = StageState.FAILED
             self.stages[self.stage].last_error = str(err)
             self.stages[self.stage].ended = workflow.now()
-            await self.transition(MoveState.FAILED, "failed", detail=str(err))
+            await self.transition(MoveState.FAILED, "failed", detail=str(err), result="failed")
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -135,8 +139,8 @@ class DomainMoveWorkflow:
     async def preflight(self) -> None:
         await self.begin("preflight")
         try:
-            self.snapshot = await self.act(DnsActivities.inspect_zone, ZoneQuery(self.args.domain), policy.seconds(self.args.timings.dns_timeout))
-            legacy = await self.act(DnsActivities.host_addresses, HostQuery(self.args.legacy_mx), policy.seconds(self.args.timings.dns_timeout))
+            self.snapshot = await self.act(DnsActivities.inspect_zone, ZoneQuery(self.args.domain), self.dns_timeout)
+            legacy = await self.act(DnsActivities.host_addresses, HostQuery(self.args.legacy_mx), self.dns_timeout)
         except ActivityError as err:
             raise ApplicationError(f"preflight: {_error_text(err)}", non_retryable=True) from err
         if self.args.legacy_mx in self.args.gateway_mx:
@@ -154,9 +158,11 @@ class DomainMoveWorkflow:
         ttl = self.snapshot.mx_ttl or DEFAULT_TTL
         if self.args.dns_mode == "rfc2136":
             change = MxChange(self.args.domain, self.snapshot.zone, target, accept, ttl)
-            result = await self.attempt(stage, lambda: self.act(DnsActivities.apply_mx, change, policy.seconds(self.args.timings.dns_timeout)))
+            result = await self.attempt(stage, lambda: self.act(DnsActivities.apply_mx, change, self.dns_timeout))
             self.stages[stage].detail = (
-                f"UPDATE sent, serial {result.serial}" if result.changed else "the primary already served the target set"
+                f"UPDATE sent, serial {result.serial}"
+                if result.changed
+                else "the primary already served the target set"
             )
         await self.converge(self.stages[stage], accept[0], target)
         replaced_ttl = (self.snapshot.mx_ttl or self.snapshot.negative_ttl) if stage == "add_gateway_mx" else ttl
@@ -184,8 +190,8 @@ class DomainMoveWorkflow:
         while True:
             report: ConvergenceReport = await self.attempt(
                 stage,
-                lambda: self.act(
-                    DnsActivities.poll_authoritative, query, policy.polling_timeout(query.window), heartbeat=True
+                lambda q=query: self.act(
+                    DnsActivities.poll_authoritative, q, policy.polling_timeout(q.window), heartbeat=True
                 ),
             )
             self.authoritative = report.servers
@@ -205,7 +211,9 @@ class DomainMoveWorkflow:
                 await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
             overdue = workflow.now() - started >= timedelta(seconds=t.convergence_escalate_after)
             if overdue and not self.attention:
-                await self.escalate(f"{stage}: authoritative servers still disagree after {t.convergence_escalate_after:.0f}s")
+                await self.escalate(
+                    f"{stage}: authoritative servers still disagree after {t.convergence_escalate_after:.0f}s"
+                )
             if query.window > 0:  # after the quick first round, straight into a full window
                 await self.pause(t.centre_poll if centre else t.convergence_pause)
             query = replace(query, window=window)
@@ -217,7 +225,7 @@ class DomainMoveWorkflow:
         if self.args.portal_mode == "http":
             filing = PortalFiling(str(workflow.uuid4()), workflow.info().workflow_id, KIND, self.args.domain, values)
             self.receipt = await self.attempt(
-                stage, lambda: self.act(PortalActivities.file_request, filing, policy.seconds(self.args.timings.portal_timeout))
+                stage, lambda: self.act(PortalActivities.file_request, filing, self.portal_timeout)
             )
             await self.end(stage, detail=f"filed at the portal as {self.receipt.reference} ({self.receipt.status})")
             return
@@ -278,13 +286,13 @@ class DomainMoveWorkflow:
         status.attempts += 1
         try:
             if self.receipt is not None:
-                portal = await self.act(PortalActivities.request_status, self.receipt, policy.seconds(self.args.timings.portal_timeout))
+                portal = await self.act(PortalActivities.request_status, self.receipt, self.portal_timeout)
                 if portal == "confirmed":
                     return f"the portal confirmed request {self.receipt.reference}"
             probe: ProbeResult = await self.act(
                 ProbeActivities.probe_rcpt,
                 ProbeQuery(self.args.gateway_mx, self.args.gateway_smtp_port, rcpt),
-                policy.seconds(self.args.timings.probe_timeout),
+                self.probe_timeout,
             )
         except ActivityError as err:
             status.last_error = _error_text(err)
@@ -303,6 +311,7 @@ class DomainMoveWorkflow:
         status.eta = eta
         status.state = StageState.WAITING
         status.waiting_for = f"resolvers to drop the old MX set; they may keep it until {eta.isoformat()}"
+        await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
         await self.observe_resolvers()
         remaining = (eta - workflow.now()).total_seconds()
         if remaining > 0:
@@ -314,12 +323,12 @@ class DomainMoveWorkflow:
                 f"after the old TTL ran out, these resolvers still serve another MX set: {', '.join(stale)}"
             )
             await self.transition(self.state, "alert", detail=self.alerts[-1])
-        await self.end(stage, detail="the old MX set has expired from every cache")
+        await self.end(stage, detail=self.alerts[-1] if stale else "the old MX set has expired from every cache")
 
     async def observe_resolvers(self) -> list[ResolverView]:
         try:
             views = await self.act(
-                DnsActivities.observe_resolvers, ResolverQuery(self.args.domain, self.final), policy.seconds(self.args.timings.dns_timeout)
+                DnsActivities.observe_resolvers, ResolverQuery(self.args.domain, self.final), self.dns_timeout
             )
         except ActivityError as err:
             self.stages[self.stage].last_error = _error_text(err)
@@ -357,16 +366,21 @@ class DomainMoveWorkflow:
             original = self.snapshot.mx
             if self.args.dns_mode == "rfc2136":
                 change = MxChange(
-                    self.args.domain, self.snapshot.zone, original, [self.with_legacy, original],
+                    self.args.domain,
+                    self.snapshot.zone,
+                    original,
+                    [self.with_legacy, original],
                     self.snapshot.mx_ttl or DEFAULT_TTL,
                 )
-                await self.act(DnsActivities.apply_mx, change, policy.seconds(self.args.timings.dns_timeout))
+                await self.act(DnsActivities.apply_mx, change, self.dns_timeout)
             await self.converge(StageStatus("restore"), self.with_legacy, original)
             self.records_to_set = []
             self.message = f"cancelled; the MX set is restored to {_mx_text(original)}"
         self.eta = None
         await self.transition(
-            MoveState.CANCELLED, "cancelled", actor=request.actor if request else "temporal",
+            MoveState.CANCELLED,
+            "cancelled",
+            actor=request.actor if request else "temporal",
             detail=self.message,
         )
 
@@ -376,8 +390,11 @@ class DomainMoveWorkflow:
     async def confirm(self, request: ConfirmInput) -> str:
         self.confirmed[request.stage] = request
         self.awaiting.discard(request.stage)
-        await self.transition(self.state, "confirm", actor=request.actor, detail=request.note, stage=request.stage)
-        return f"{request.stage} confirmed"
+        result = f"{request.stage} confirmed"
+        await self.transition(
+            self.state, "confirm", actor=request.actor, detail=request.note, stage=request.stage, result=result
+        )
+        return result
 
     @confirm.validator
     def _check_confirm(self, request: ConfirmInput) -> None:
@@ -394,8 +411,15 @@ class DomainMoveWorkflow:
         self.attention = False
         self.state = MoveState.WAITING
         self.wakeup = True
-        await self.transition(self.state, "extend", actor=request.actor, detail=f"+{request.seconds:g}s {request.note}".strip())
-        return f"the wait now escalates at {self.escalate_at.isoformat()}"
+        result = f"the wait now escalates at {self.escalate_at.isoformat()}"
+        await self.transition(
+            self.state,
+            "extend",
+            actor=request.actor,
+            detail=f"+{request.seconds:g}s {request.note}".strip(),
+            result=result,
+        )
+        return result
 
     @extend.validator
     def _check_extend(self, request: ExtendInput) -> None:
@@ -407,10 +431,12 @@ class DomainMoveWorkflow:
     @workflow.update
     async def cancel(self, request: CancelInput) -> str:
         self.cancel_request = request
-        await self.transition(MoveState.CANCELLING, "cancel", actor=request.actor, detail=request.note)
         if self.snapshot is None:
-            return "cancelled; nothing had been changed"
-        return f"cancelling: the MX set will be restored to {_mx_text(self.snapshot.mx)}"
+            result = "cancelled; nothing had been changed"
+        else:
+            result = f"cancelling: the MX set will be restored to {_mx_text(self.snapshot.mx)}"
+        await self.transition(MoveState.CANCELLING, "cancel", actor=request.actor, detail=request.note, result=result)
+        return result
 
     @cancel.validator
     def _check_cancel(self, request: CancelInput) -> None:
@@ -451,7 +477,9 @@ class DomainMoveWorkflow:
         """Run one activity; a cancel accepted meanwhile interrupts it. Compensation is never
         interrupted and retries until it succeeds."""
         handle = workflow.start_activity_method(
-            method, arg, start_to_close_timeout=timeout,
+            method,
+            arg,
+            start_to_close_timeout=timeout,
             retry_policy=policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY,
             heartbeat_timeout=policy.seconds(self.args.timings.heartbeat_timeout) if heartbeat else None,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -479,7 +507,9 @@ class DomainMoveWorkflow:
                 status.attempts += 1
                 status.last_error = _error_text(err)
                 status.state = StageState.WAITING
-                status.waiting_for = f"a postmaster to fix the cause and retry (`mailmove confirm ID {stage}`), or cancel"
+                status.waiting_for = (
+                    f"a postmaster to fix the cause and retry (`mailmove confirm ID {stage}`), or cancel"
+                )
                 await self.escalate(f"{stage} failed: {status.last_error}")
                 await self.wait_confirm(stage, status.waiting_for)
                 self.attention = False
@@ -504,7 +534,7 @@ class DomainMoveWorkflow:
                 lambda: self.interrupted() or self.wakeup or until(),
                 timeout=None if seconds is None else max(seconds, 0.001),
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self.wakeup = False
         if self.interrupted():
@@ -514,7 +544,7 @@ class DomainMoveWorkflow:
         self.attention = True
         if why not in self.alerts:
             self.alerts.append(why)
-        await self.transition(MoveState.NEEDS_ATTENTION, "escalated", detail=why)
+        await self.transition(MoveState.NEEDS_ATTENTION, "escalated", detail=why, result="needs attention")
 
     async def begin(self, stage: str) -> None:
         self.stage = stage
@@ -529,10 +559,17 @@ class DomainMoveWorkflow:
         status.ended = workflow.now()
         status.waiting_for = ""
         status.detail = detail or status.detail
-        await self.transition(MoveState.RUNNING, "stage done", detail=status.detail)
+        await self.transition(MoveState.RUNNING, "stage done", detail=status.detail, result="done")
 
     async def transition(
-        self, state: MoveState, action: str, *, actor: str = "mailmove", detail: str = "", stage: str = ""
+        self,
+        state: MoveState,
+        action: str,
+        *,
+        actor: str = "mailmove",
+        detail: str = "",
+        stage: str = "",
+        result: str = "",
     ) -> None:
         """Make the new state visible: search attributes, then the audit trail in the database."""
         if self.state == MoveState.CANCELLING and state != MoveState.CANCELLED:
@@ -558,6 +595,7 @@ class DomainMoveWorkflow:
                 action=action,
                 actor=actor,
                 detail=detail,
+                result=result,
                 attention=self.attention,
             ),
             start_to_close_timeout=policy.AUDIT_TIMEOUT,

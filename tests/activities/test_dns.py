@@ -53,6 +53,8 @@ async def test_a_wrong_tsig_key_is_a_clear_non_retryable_error(dns_setup):
     world, dns = dns_setup
     world.dns.keyfile.write_text(world.dns.keyfile.read_text().replace('secret "', 'secret "AAAA'))
     with pytest.raises(ApplicationError) as err:
-        await ActivityEnvironment().run(dns.apply_mx, MxChange(DOMAIN, DOMAIN, list(WITH_LEGACY), [list(ORIGINAL)], 300))
+        await ActivityEnvironment().run(
+            dns.apply_mx, MxChange(DOMAIN, DOMAIN, list(WITH_LEGACY), [list(ORIGINAL)], 300)
+        )
     assert err.value.non_retryable and "TSIG" in str(err.value)
     assert served_mx(world.dns.primary.port, DOMAIN) == ORIGINAL

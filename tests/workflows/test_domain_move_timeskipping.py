@@ -63,7 +63,9 @@ async def test_happy_path_with_a_14_day_registration_wait(time_env, worker_for, 
     assert any("no registration after 7 days" in a for a in status.alerts)
     both_serve(world, WITH_LEGACY)  # the legacy MX stays while the domain is not registered
 
-    await handle.execute_update(DomainMoveWorkflow.confirm, ConfirmInput("await_registration", "bob", "HRZ mail of 12 May"))
+    await handle.execute_update(
+        DomainMoveWorkflow.confirm, ConfirmInput("await_registration", "bob", "HRZ mail of 12 May")
+    )
     result = await handle.result()
     assert result.state == MoveState.DONE
     assert "may now be switched off" in result.message
@@ -98,7 +100,12 @@ async def test_detection_by_the_gateway_mx_and_the_portal(time_env, worker_for, 
 async def test_reminders_escalation_and_extend(time_env, worker_for, sandbox_factory):
     world = sandbox_factory(confirm_after=10**9)
     settings, handle = await start(
-        time_env, worker_for, world, portal_mode="http", probe_interval=DAY, reminder_interval=12 * 3600,
+        time_env,
+        worker_for,
+        world,
+        portal_mode="http",
+        probe_interval=DAY,
+        reminder_interval=12 * 3600,
         escalate_after=2 * DAY,
     )
     await until_stage(handle, "await_registration", "waiting")
@@ -163,6 +170,19 @@ async def test_cancel_at_every_stage_restores_the_original_mx(request, worker_fo
     assert status.state == MoveState.CANCELLED
     trail = actions(settings, handle.id)
     assert ("dave", "cancel", stage) in trail and trail[-1][1] == "cancelled"
+
+
+async def test_a_cancel_through_temporal_itself_also_restores_the_mx(dev_env, worker_for, sandbox_factory):
+    """`temporal workflow cancel` (not mailmove's update) before the point of no return."""
+    world = sandbox_factory(confirm_after=10**9)
+    settings, handle = await start(dev_env, worker_for, world)
+    await until_stage(handle, "request_domain", "waiting")
+    both_serve(world, WITH_LEGACY)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    both_serve(world, ORIGINAL)
+    assert actions(settings, handle.id)[-1] == ("temporal", "cancelled", "request_domain")
 
 
 async def test_update_validators(time_env, worker_for, sandbox_factory):
