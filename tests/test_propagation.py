@@ -11,6 +11,7 @@ import dns.message
 import dns.query
 import dns.tsigkeyring
 import dns.update
+from temporalio.worker import Replayer
 
 from mailmove import control
 from mailmove.config import read_tsig_keyfile
@@ -99,6 +100,9 @@ async def test_move_waits_for_the_lagging_secondary_and_the_old_ttl(dev_env, wor
     assert all(v.serves_target for v in status.resolvers)
     assert verdict - stages["await_propagation"].ended < timedelta(seconds=5)
     assert serial_of(world.dns.primary.port, DOMAIN) == serial + 2  # exactly two changes
+
+    # the recorded history replays deterministically with today's workflow code
+    await Replayer(workflows=[DomainMoveWorkflow]).replay_workflow(await handle.fetch_history())
 
 
 async def test_centre_mode_shows_the_records_and_waits_for_them(dev_env, worker_for, sandbox_factory):

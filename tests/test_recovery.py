@@ -136,21 +136,10 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
     config = world.write_config(portal_mode="http", timing=FAST_RETRY)  # no address: the embedded stack
     log_file = config.parent / "up.log"
 
-    async def up() -> subprocess.Popen:
-        log_file.write_text("")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mailmove.cli", "--config", str(config), "up"],
-            cwd=ROOT,
-            stdout=open(log_file, "a"),
-            stderr=subprocess.STDOUT,
-        )
-        await wait_for(lambda: _async("Ctrl-C stops all of it" in log_file.read_text()), timeout=60, what="up")
-        return process
-
     def show() -> dict:
         return json.loads(mailmove(config, "show", DOMAIN, "--json").stdout)
 
-    stack = await up()
+    stack = await start_up(config)
     try:
         mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
         await wait_for(
@@ -161,7 +150,7 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
         subprocess.run(["pkill", "-KILL", "-f", str(db)], check=True)  # the dev server dies first
         kill(stack)
         world.registry.confirm_after = 0  # meanwhile the centre registers the domain
-        stack = await up()
+        stack = await start_up(config)
         try:
             await wait_for(lambda: _async(_done(config)), timeout=90, interval=1, what="done after the restart")
         except AssertionError as exc:  # say where the move stands and what `up` printed
@@ -176,6 +165,37 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
     assert served_mx(world.dns.primary.port, DOMAIN) == FINAL
     assert len(world.registry.requests) == 1
     assert not subprocess.run(["pgrep", "-f", str(db)], capture_output=True).stdout  # Ctrl-C stopped it all
+
+
+async def start_up(config: Path) -> subprocess.Popen:
+    """`mailmove up` in a process of its own, once it has printed its addresses."""
+    log_file = config.parent / "up.log"
+    log_file.write_text("")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailmove.cli", "--config", str(config), "up"],
+        cwd=ROOT,
+        stdout=open(log_file, "a"),
+        stderr=subprocess.STDOUT,
+    )
+    await wait_for(lambda: _async("Ctrl-C stops all of it" in log_file.read_text()), timeout=60, what="up")
+    return process
+
+
+async def test_up_with_a_cluster_address_runs_the_worker_against_it(dev_env, sandbox_factory):
+    world = sandbox_factory(confirm_after=1)
+    address = dev_env.client.service_client.config.target_host
+    config = world.write_config(temporal_address=address, portal_mode="http", task_queue=f"tq-up-{time.monotonic_ns()}")
+    stack = await start_up(config)
+    try:
+        assert f"Temporal cluster  {address}" in (config.parent / "up.log").read_text()
+        mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
+        handle = dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, f"domain-move:{DOMAIN}")
+        assert (await asyncio.wait_for(handle.result(), 60)).state == MoveState.DONE
+    finally:
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(30) == 0
+    assert not (world.root / "var" / "temporal.db").exists()  # no embedded server was started
+    await dev_env.client.service_client.check_health()  # and the cluster is still there
 
 
 def _done(config: Path) -> bool:

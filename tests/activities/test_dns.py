@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.dns import DnsActivities
-from tests.conftest import serial_of, served_mx, settings_for
+from tests.conftest import serial_of, served_mx, settings_for, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN, ORIGINAL, WITH_LEGACY
 from workflows.model import MxChange, MxRecord, ZoneQuery
 
@@ -58,3 +60,21 @@ async def test_a_wrong_tsig_key_is_a_clear_non_retryable_error(dns_setup):
         )
     assert err.value.non_retryable and "TSIG" in str(err.value)
     assert served_mx(world.dns.primary.port, DOMAIN) == ORIGINAL
+
+
+async def test_apply_mx_to_and_from_a_name_without_mx(dns_setup):
+    """A domain that had no MX (mail by its A record): the prerequisite is "no MX RRset"."""
+    world, dns = dns_setup
+    env = ActivityEnvironment()
+    await env.run(dns.apply_mx, MxChange(DOMAIN, DOMAIN, [], [list(ORIGINAL)], 300))
+    assert served_mx(world.dns.primary.port, DOMAIN) == ()
+
+    async def secondary_has_no_mx() -> bool:
+        return await asyncio.to_thread(served_mx, world.dns.secondary.port, DOMAIN) == ()
+
+    await wait_for(secondary_has_no_mx, what="the secondary's transfer")
+    snapshot = await env.run(dns.inspect_zone, ZoneQuery(DOMAIN))
+    assert snapshot.mx == [] and snapshot.mx_ttl == 0 and snapshot.negative_ttl == 3
+    result = await env.run(dns.apply_mx, MxChange(DOMAIN, DOMAIN, list(WITH_LEGACY), [[]], 300))
+    assert result.changed and result.before == []
+    assert served_mx(world.dns.primary.port, DOMAIN) == WITH_LEGACY

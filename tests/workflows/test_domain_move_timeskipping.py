@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.worker import Replayer
 
 from mailmove import control
 from mailmove.inputs import DomainMoveRequest
@@ -83,6 +84,8 @@ async def test_happy_path_with_a_14_day_registration_wait(time_env, worker_for, 
     with sessions(settings.database.url)() as session:
         row = next(m for m in list_migrations(session) if m.workflow_id == handle.id)
         assert (row.stage, row.state, row.attention) == ("done", "done", False)
+    # fourteen days of timers, probes, reminders and updates replay deterministically
+    await Replayer(workflows=[DomainMoveWorkflow]).replay_workflow(await handle.fetch_history())
 
 
 async def test_detection_by_the_gateway_mx_and_the_portal(time_env, worker_for, sandbox_factory):
