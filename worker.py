@@ -51,6 +51,8 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         workflows=WORKFLOWS,
         activities=activities(settings),
         graceful_shutdown_timeout=timedelta(seconds=10),
+        # heartbeats carry cancellation: a cancelled polling activity stops within ~2 s
+        max_heartbeat_throttle_interval=timedelta(seconds=2),
     )
 
 

@@ -180,7 +180,8 @@ class DomainMoveWorkflow:
         stage = status.name
         if centre:
             self.records_to_set = _records_to_set(self.args.domain, current, target, self.snapshot.mx_ttl)
-            status.waiting_for = "the centre to set these MX records: " + "; ".join(self.records_to_set)
+        # a person may take days; an automatic update that does not show within an hour is news
+        escalate_after = t.escalate_after if centre else t.convergence_escalate_after
         # one quick round first, so that a lagging server shows in the status at once
         query = ConvergenceQuery(
             self.args.domain, self.snapshot.zone, self.snapshot.authoritative, target, window=0, poll=t.convergence_poll
@@ -201,19 +202,18 @@ class DomainMoveWorkflow:
                 if status.state == StageState.WAITING:
                     status.state = StageState.RUNNING
                 return
-            lagging = [f"{v.address} ({v.error or _mx_text(v.mx)})" for v in report.servers if not v.ok]
+            lagging = ", ".join(f"{v.address} ({v.error or _mx_text(v.mx)})" for v in report.servers if not v.ok)
             status.attempts += 1
-            status.last_error = "not yet serving the target set: " + ", ".join(lagging)
-            if not centre:
-                status.waiting_for = "authoritative servers to serve the new set: " + ", ".join(lagging)
+            status.waiting_for = (
+                f"the centre to set the MX records listed below; not yet served by {lagging}"
+                if centre
+                else f"authoritative servers to serve the new set: {lagging}"
+            )
             if status.state != StageState.WAITING:
                 status.state = StageState.WAITING
                 await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
-            overdue = workflow.now() - started >= timedelta(seconds=t.convergence_escalate_after)
-            if overdue and not self.attention:
-                await self.escalate(
-                    f"{stage}: authoritative servers still disagree after {t.convergence_escalate_after:.0f}s"
-                )
+            if workflow.now() - started >= timedelta(seconds=escalate_after) and not self.attention:
+                await self.escalate(f"{stage}: authoritative servers still disagree after {escalate_after:g}s")
             if query.window > 0:  # after the quick first round, straight into a full window
                 await self.pause(t.centre_poll if centre else t.convergence_pause)
             query = replace(query, window=window)
@@ -355,6 +355,8 @@ class DomainMoveWorkflow:
         self.state = MoveState.CANCELLING
         for status in self.stages.values():
             if status.state in (StageState.PENDING, StageState.RUNNING, StageState.WAITING):
+                if status.state != StageState.PENDING:
+                    status.detail = f"cancelled by {request.actor if request else 'temporal'}"
                 status.state = StageState.SKIPPED if status.state == StageState.PENDING else StageState.FAILED
                 status.waiting_for = ""
                 status.ended = status.ended or workflow.now()
