@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -19,6 +18,7 @@ from activities.dns import DnsActivities
 from activities.portal import PortalActivities
 from activities.smtp_probe import ProbeActivities
 from mailmove.config import Settings, load_settings
+from mailmove.processes import stop_on_signals
 from mailmove.temporal import connect
 from store.db import upgrade
 from workflows.domain_move import DomainMoveWorkflow
@@ -64,21 +64,17 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         await stop.wait()
 
 
+async def serve(settings: Settings) -> None:
+    """Until SIGINT or SIGTERM."""
+    await run(settings, stop_on_signals())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML configuration (default: $MAILMOVE_CONFIG)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings(args.config)
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
-
-    asyncio.run(serve())
+    asyncio.run(serve(load_settings(args.config)))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,9 +22,11 @@ from mailmove import control
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer
 from mailmove.inputs import DomainMoveRequest, FieldError
+from mailmove.processes import stop_on_signals
 from mailmove.render import console, migration_table, shown
 from mailmove.temporal import address, connect, register_search_attributes
 from store.db import upgrade
+from worker import build_worker, serve
 from workflows.model import CancelInput, ConfirmInput, ExtendInput
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Move mail domains behind the central mail gateway.")
@@ -117,8 +118,6 @@ def print_json(value: object) -> None:
 @asynccontextmanager
 async def stack(settings: Settings) -> AsyncIterator[Client]:
     """Temporal (embedded dev server unless `temporal.address` is set) and the worker."""
-    from worker import build_worker  # the worker imports every activity; only `up` needs them
-
     await asyncio.to_thread(upgrade, settings.database.url)
     dev = None if settings.temporal.address else DevServer(settings)
     try:
@@ -129,14 +128,6 @@ async def stack(settings: Settings) -> AsyncIterator[Client]:
     finally:
         if dev:
             dev.stop()
-
-
-async def until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 def print_addresses(settings: Settings) -> None:
@@ -158,7 +149,7 @@ def up() -> None:
     async def work(settings: Settings) -> None:
         async with stack(settings):
             print_addresses(settings)
-            await until_signalled()
+            await stop_on_signals().wait()
 
     run(work)
 
@@ -166,17 +157,7 @@ def up() -> None:
 @app.command()
 def worker() -> None:
     """Run only the worker, against `temporal.address`."""
-
-    async def work(settings: Settings) -> None:
-        from worker import run as run_worker
-
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop)
-
-    run(work)
+    run(serve)
 
 
 # -- domain moves -----------------------------------------------------------------------------
@@ -302,7 +283,7 @@ def cancel_(id: str = typer.Argument(...), note: str = typer.Option("", "--note"
 
 
 def _sandbox(root: Optional[Path], ttl: int):
-    from sandbox.world import Sandbox, SandboxOptions
+    from sandbox.world import Sandbox, SandboxOptions  # its stand-ins (aiosmtpd, uvicorn) load only here
 
     root = (root or Path("var") / f"sandbox-{int(time.time())}").resolve()
     world = Sandbox(SandboxOptions(ttl=ttl, notify=2, root=root)).start()
@@ -323,7 +304,7 @@ def sandbox_up(root: Optional[Path] = typer.Option(None, help="where the world k
                 f"try:  mailmove --config {config} domain start chem.sandbox.test --legacy-mx mail.chem.sandbox.test\n"
                 f"      mailmove --config {config} show chem.sandbox.test --watch"
             )
-            await until_signalled()
+            await stop_on_signals().wait()
 
     run(work, cleanup=world.stop)
 

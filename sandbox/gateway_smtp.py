@@ -16,10 +16,8 @@ from sandbox.bind import free_port
 class GatewayHandler:
     def __init__(self, accepts: Callable[[str], bool]):
         self.accepts = accepts
-        self.rcpts: list[str] = []
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        self.rcpts.append(address)
         if not self.accepts(address):
             return f"550 5.1.1 <{address}>: Recipient address rejected: not registered at the gateway"
         envelope.rcpt_tos.append(address)

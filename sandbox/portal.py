@@ -48,14 +48,15 @@ class Registry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    def file(self, key: str, filing: Filing) -> tuple[Filed, bool]:
+    def file(self, key: str, filing: Filing) -> Filed:
+        """The request filed under `key`, filing it now if there is none."""
         with self.lock:
             for filed in self.requests.values():
                 if filed.key == key:
-                    return filed, False
+                    return filed
             filed = Filed(f"R{next(self._ids):05d}", key, filing, time.monotonic())
             self.requests[filed.id] = filed
-            return filed, True
+            return filed
 
     def registered(self, domain: str) -> bool:
         with self.lock:
@@ -79,7 +80,7 @@ def app(registry: Registry) -> FastAPI:
 
     @api.post("/requests", status_code=201)
     def file_request(filing: Filing, idempotency_key: str = Header()) -> dict:
-        filed, _ = registry.file(idempotency_key, filing)
+        filed = registry.file(idempotency_key, filing)
         time.sleep(registry.respond_after)  # a sync route runs in a thread: the server goes on
         return view(filed)
 

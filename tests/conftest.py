@@ -95,7 +95,7 @@ async def status_of(handle: WorkflowHandle) -> MoveStatus:
     return await handle.query(DomainMoveWorkflow.status)
 
 
-async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = None, timeout: float = 30) -> MoveStatus:
+async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = None, timeout: float = 60) -> MoveStatus:
     seen = []
 
     async def check():
