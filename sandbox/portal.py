@@ -3,7 +3,8 @@
 Requests are kept in memory; each is `received` and becomes `confirmed` once `confirm_after`
 seconds have passed, as if the centre had registered it. A repeated `Idempotency-Key`
 returns the first request instead of filing another one. `respond_after` delays the answer
-after the request is recorded, so tests can lose the reply of a filed request.
+after the request is recorded, so tests can lose the reply of a filed request; `unavailable`
+answers that many filings with 503 first.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Registry:
 
     confirm_after: float = 5.0
     respond_after: float = 0.0  # answer a filing this late (it is recorded at once): a lost reply
+    unavailable: int = 0  # answer this many filings with 503 first, as a portal under maintenance
     requests: dict[str, Filed] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -80,6 +82,9 @@ def app(registry: Registry) -> FastAPI:
 
     @api.post("/requests", status_code=201)
     def file_request(filing: Filing, idempotency_key: str = Header()) -> dict:
+        if registry.unavailable > 0:
+            registry.unavailable -= 1
+            raise HTTPException(503, "portal under maintenance")
         filed = registry.file(idempotency_key, filing)
         time.sleep(registry.respond_after)  # a sync route runs in a thread: the server goes on
         return view(filed)

@@ -14,7 +14,7 @@ from temporalio.service import RPCError
 
 from store.db import sessions
 from store.records import list_migrations
-from tests.conftest import settings_for, until_stage
+from tests.conftest import settings_for, until_stage, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN
 from workflows.domain_move import DomainMoveWorkflow
 
@@ -166,3 +166,50 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
     assert audit["confirm"]["result"] == "request_domain confirmed" and audit["confirm"]["detail"] == "filed by hand"
     assert audit["extend"]["result"].startswith("the wait now escalates at")
     assert audit["cancel"]["result"].startswith("cancelling: the MX set will be restored")
+
+
+async def test_show_reports_the_retries_of_a_running_activity(dev_env, worker_for, sandbox_factory):
+    """Activity retries write no history: attempts and the last error come from describe."""
+    world = sandbox_factory(confirm_after=1)
+    world.registry.unavailable = 2  # two 503s, then the filing goes through
+    settings = settings_for(world, dev_env, portal_mode="http")
+    config = world.root / "mailmove.toml"
+    await worker_for(dev_env.client, settings)
+    code, out, err = await mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", LEGACY)
+    assert code == 0, err
+
+    async def retried():
+        code, out, err = await mailmove(config, "show", DOMAIN, "--json")
+        stage = next(s for s in json.loads(out)["status"]["stages"] if s["name"] == "request_domain")
+        return stage if stage["attempts"] >= 2 else None
+
+    stage = await wait_for(retried, timeout=30, interval=0.5, what="a retried filing")
+    assert "file_request" in stage["last_error"] and "503" in stage["last_error"]
+    handle = dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, f"domain-move:{DOMAIN}")
+    assert (await handle.result()).state.value == "done"
+    assert len(world.registry.requests) == 1
+
+
+async def test_a_whole_move_with_the_store_on_postgresql(dev_env, worker_for, sandbox_factory, postgres_url):
+    world = sandbox_factory(confirm_after=1)
+    settings = settings_for(world, dev_env, portal_mode="http", database_url=postgres_url)
+    config = world.root / "mailmove.toml"
+    await worker_for(dev_env.client, settings)
+    code, out, err = await mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", LEGACY)
+    assert code == 0, err
+    handle = dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, f"domain-move:{DOMAIN}")
+    assert (await handle.result()).state.value == "done"
+    code, out, err = await mailmove(config, "list", "--json")
+    [row] = json.loads(out)
+    assert (row["id"], row["stage"], row["state"]) == (f"domain-move:{DOMAIN}", "done", "done")
+    code, out, err = await mailmove(config, "show", DOMAIN, "--json")
+    audit = json.loads(out)["audit"]
+    assert [a["stage"] for a in audit if a["action"] == "stage done"] == [
+        "preflight",
+        "add_gateway_mx",
+        "request_domain",
+        "await_registration",
+        "remove_legacy_mx",
+        "await_propagation",
+    ]
+    assert audit[-1]["action"] == "done"
