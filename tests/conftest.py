@@ -46,11 +46,21 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        search_attributes=list(search.ALL),
-        dev_server_log_level="error",
-    ) as env:
+    # Every dev-server test shares this one: a failed start is printed and tried again (twice)
+    # rather than failing all of them (seen once here, cause not found).
+    for attempt in range(3):
+        try:
+            env = await WorkflowEnvironment.start_local(
+                dev_server_existing_path=temporal_binary(),
+                search_attributes=list(search.ALL),
+                dev_server_log_level="error",
+            )
+            break
+        except Exception as exc:  # noqa: BLE001 - reported, then retried or raised
+            print(f"dev server start {attempt + 1} failed: {exc!r}", file=sys.stderr)
+            if attempt == 2:
+                raise
+    async with env:
         yield env
 
 
