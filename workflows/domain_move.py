@@ -104,6 +104,7 @@ class DomainMoveWorkflow:
         self.dns_timeout = policy.seconds(args.timings.dns_timeout)
         self.portal_timeout = policy.seconds(args.timings.portal_timeout)
         self.probe_timeout = policy.seconds(args.timings.probe_timeout)
+        self.heartbeat_timeout = policy.seconds(args.timings.heartbeat_timeout)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -350,13 +351,13 @@ class DomainMoveWorkflow:
 
     async def compensate(self) -> None:
         """Put back the MX set recorded in preflight, verified on every authoritative server."""
-        request = self.cancel_request
+        actor = self.cancel_request.actor if self.cancel_request else "temporal"
         self.compensating = True
         self.state = MoveState.CANCELLING
         for status in self.stages.values():
             if status.state in (StageState.PENDING, StageState.RUNNING, StageState.WAITING):
                 if status.state != StageState.PENDING:
-                    status.detail = f"cancelled by {request.actor if request else 'temporal'}"
+                    status.detail = f"cancelled by {actor}"
                 status.state = StageState.SKIPPED if status.state == StageState.PENDING else StageState.FAILED
                 status.waiting_for = ""
                 status.ended = status.ended or workflow.now()
@@ -382,7 +383,7 @@ class DomainMoveWorkflow:
         await self.transition(
             MoveState.CANCELLED,
             "cancelled",
-            actor=request.actor if request else "temporal",
+            actor=actor,
             detail=self.message,
         )
 
@@ -483,7 +484,7 @@ class DomainMoveWorkflow:
             arg,
             start_to_close_timeout=timeout,
             retry_policy=policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY,
-            heartbeat_timeout=policy.seconds(self.args.timings.heartbeat_timeout) if heartbeat else None,
+            heartbeat_timeout=self.heartbeat_timeout if heartbeat else None,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         await workflow.wait_condition(lambda: handle.done() or self.interrupted())
