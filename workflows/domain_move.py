@@ -2,44 +2,37 @@
 
 Stages (DESIGN.md): preflight, add_gateway_mx, request_domain, await_registration,
 remove_legacy_mx, await_propagation, done. Waits of minutes to days are durable timers and
-updates here; every effect is an activity. A failed stage never fails silently: it waits,
-marked "needs attention", for a postmaster to retry it (`confirm STAGE`) or to cancel.
-Cancel before `remove_legacy_mx` restores the MX set recorded in preflight, verified.
+updates here; every effect is an activity; human actions, waits and the audit trail come
+from `Migration`. Cancel before `remove_legacy_mx` restores the MX set recorded in
+preflight, verified.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.audit import AuditActivities
     from activities.dns import DnsActivities
     from activities.portal import PortalActivities
     from activities.smtp_probe import ProbeActivities
-    from workflows import policy, search
+    from workflows import policy
+    from workflows.migration import Cancelled, Migration, error_text
     from workflows.model import (
         DOMAIN_STAGES,
-        CancelInput,
-        ConfirmInput,
         ConvergenceQuery,
         ConvergenceReport,
         DomainMoveInput,
-        ExtendInput,
         HostQuery,
         MoveResult,
         MoveState,
         MoveStatus,
         MxChange,
         MxRecord,
-        PortalFiling,
-        PortalReceipt,
         ProbeQuery,
         ProbeResult,
         ResolverQuery,
@@ -47,26 +40,12 @@ with workflow.unsafe.imports_passed_through():
         ServerView,
         StageState,
         StageStatus,
-        Transition,
         ZoneQuery,
         ZoneSnapshot,
         mx_key,
     )
 
-KIND = "domain"
-# From this stage on a cancel would not restore the legacy MX, so it is refused.
-NO_RETURN = DOMAIN_STAGES.index("remove_legacy_mx")
 DEFAULT_TTL = 3600  # TTL for new MX records when the domain had none
-
-
-class _Cancelled(Exception):
-    """Raised inside the run when a cancel was accepted; the run compensates."""
-
-
-def _error_text(err: BaseException) -> str:
-    while isinstance(err, ActivityError) and err.cause is not None:
-        err = err.cause
-    return str(err) or type(err).__name__
 
 
 def _mx_text(records: list[MxRecord]) -> str:
@@ -74,37 +53,25 @@ def _mx_text(records: list[MxRecord]) -> str:
 
 
 @workflow.defn
-class DomainMoveWorkflow:
+class DomainMoveWorkflow(Migration):
+    KIND = "domain"
+    STAGES = DOMAIN_STAGES
+    NO_RETURN = "remove_legacy_mx"  # from here a cancel would not restore the legacy MX
+
     @workflow.init
     def __init__(self, args: DomainMoveInput) -> None:
+        self.setup(args.domain, args.timings, args.portal_mode)
         self.args = args
-        self.stages = {name: StageStatus(name) for name in DOMAIN_STAGES}
-        self.stage = DOMAIN_STAGES[0]
-        self.state = MoveState.RUNNING
-        self.attention = False
         self.snapshot: ZoneSnapshot | None = None
         gateway = [MxRecord(args.gateway_preference, host) for host in args.gateway_mx]
         self.with_legacy = list(mx_key(gateway + [MxRecord(args.legacy_preference, args.legacy_mx)]))
         self.final = list(mx_key(gateway))
-        self.awaiting: set[str] = set()  # stages that a confirm would release now
-        self.confirmed: dict[str, ConfirmInput] = {}
-        self.cancel_request: CancelInput | None = None
-        self.compensating = False
-        self.escalate_at: datetime | None = None
-        self.wakeup = False
         self.eta: datetime | None = None
         self.records_to_set: list[str] = []
-        self.form: dict[str, str] = {}
-        self.alerts: list[str] = []
         self.resolvers: list[ResolverView] = []
         self.authoritative: list[ServerView] = []
-        self.message = ""
-        self.receipt: PortalReceipt | None = None
-        self.events = 0
         self.dns_timeout = policy.seconds(args.timings.dns_timeout)
-        self.portal_timeout = policy.seconds(args.timings.portal_timeout)
         self.probe_timeout = policy.seconds(args.timings.probe_timeout)
-        self.heartbeat_timeout = policy.seconds(args.timings.heartbeat_timeout)
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -119,20 +86,16 @@ class DomainMoveWorkflow:
             await self.await_propagation()
             await self.finish()
             result = MoveResult(MoveState.DONE, self.message)
-        except _Cancelled:
+        except Cancelled:
             await self.compensate()
             result = MoveResult(MoveState.CANCELLED, self.message)
         except asyncio.CancelledError:
             # cancelled through Temporal itself (`temporal workflow cancel`): same compensation
-            if DOMAIN_STAGES.index(self.stage) < NO_RETURN:
+            if self.cancellable():
                 await self.compensate()
             raise
         except ApplicationError as err:
-            self.stages[self.stage].state = StageState.FAILED
-            self.stages[self.stage].last_error = str(err)
-            self.stages[self.stage].ended = workflow.now()
-            await self.transition(MoveState.FAILED, "failed", detail=str(err), result="failed")
-            await workflow.wait_condition(workflow.all_handlers_finished)
+            await self.fail(err)
             raise
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
@@ -143,7 +106,7 @@ class DomainMoveWorkflow:
             self.snapshot = await self.act(DnsActivities.inspect_zone, ZoneQuery(self.args.domain), self.dns_timeout)
             legacy = await self.act(DnsActivities.host_addresses, HostQuery(self.args.legacy_mx), self.dns_timeout)
         except ActivityError as err:
-            raise ApplicationError(f"preflight: {_error_text(err)}", non_retryable=True) from err
+            raise ApplicationError(f"preflight: {error_text(err)}", non_retryable=True) from err
         if self.args.legacy_mx in self.args.gateway_mx:
             raise ApplicationError("preflight: the legacy MX is one of the gateway hosts", non_retryable=True)
         if mx_key(self.snapshot.mx) == mx_key(self.final):
@@ -223,80 +186,38 @@ class DomainMoveWorkflow:
         stage = "request_domain"
         await self.begin(stage)
         values = {"domain": self.args.domain_display or self.args.domain, "mx": ", ".join(self.args.gateway_mx)}
-        if self.args.portal_mode == "http":
-            filing = PortalFiling(str(workflow.uuid4()), workflow.info().workflow_id, KIND, self.args.domain, values)
-            self.receipt = await self.attempt(
-                stage, lambda: self.act(PortalActivities.file_request, filing, self.portal_timeout)
-            )
-            await self.end(stage, detail=f"filed at the portal as {self.receipt.reference} ({self.receipt.status})")
-            return
-        self.form = {"form": self.args.portal_form, **values}
-        await self.wait_confirm(stage, f"file the domain at {self.args.portal_form} with: domain = {values['domain']}")
-        self.form = {}
-        await self.end(stage, detail="filed by hand: " + self.confirmed[stage].note)
+        how = await self.file(stage, self.KIND, self.args.domain, values, self.args.portal_form)
+        await self.end(stage, detail=how)
 
     async def await_registration(self) -> None:
-        """Until confirmed (a postmaster, the portal, or the gateway MX accepting mail for the domain).
-
-        Reminders every `reminder_interval`; after `escalate_after` the move needs attention and
-        keeps waiting, extendable; never a silent time-out.
-        """
+        """Until confirmed: a postmaster, the portal, or the gateway MX accepting mail for the domain."""
         stage = "await_registration"
-        t = self.args.timings
         await self.begin(stage)
-        now = workflow.now()
-        self.escalate_at = now + timedelta(seconds=t.escalate_after)
-        next_reminder = now + timedelta(seconds=t.reminder_interval)
-        next_probe = now
         rcpt = f"postmaster@{self.args.domain}"
-        self.awaiting.add(stage)
-        status = self.stages[stage]
-        status.state = StageState.WAITING
-        status.waiting_for = (
+        how = await self.wait_person(
+            stage,
             f"the centre's confirmation that {self.args.domain} is registered at the centre and at DFN "
-            f"(`mailmove confirm {workflow.info().workflow_id} {stage}`), or the gateway MX accepting {rcpt}"
+            f"(`mailmove confirm {workflow.info().workflow_id} {stage}`), or the gateway MX accepting {rcpt}",
+            detect=lambda: self.detect(rcpt),
+            overdue="no registration",
         )
-        status.eta = self.escalate_at
-        await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
-        how = ""
-        while not how:
-            if stage in self.confirmed:
-                how = f"confirmed by {self.confirmed[stage].actor}: {self.confirmed[stage].note}".rstrip(": ")
-                break
-            now = workflow.now()
-            if now >= next_probe:
-                next_probe = now + timedelta(seconds=t.probe_interval)
-                how = await self.detect(rcpt)
-                if how:
-                    break
-            if now >= next_reminder:
-                next_reminder = now + timedelta(seconds=t.reminder_interval)
-                await self.transition(self.state, "reminder", detail=status.waiting_for)
-            if now >= self.escalate_at and not self.attention:
-                await self.escalate(f"{stage}: no registration after {t.escalate_after / 86400:g} days")
-            wake = min(next_probe, next_reminder, self.escalate_at if not self.attention else next_reminder)
-            await self.pause((wake - workflow.now()).total_seconds(), until=lambda: stage in self.confirmed)
-        self.awaiting.discard(stage)
-        self.escalate_at = None
-        self.attention = False
         await self.end(stage, detail=how)
 
     async def detect(self, rcpt: str) -> str:
         """One detection round; a failing probe is shown, not fatal: the wait goes on."""
         status = self.stages["await_registration"]
-        status.attempts += 1
         try:
-            if self.receipt is not None:
-                portal = await self.act(PortalActivities.request_status, self.receipt, self.portal_timeout)
+            if receipt := self.receipts.get(self.KIND):
+                portal = await self.act(PortalActivities.request_status, receipt, self.portal_timeout)
                 if portal == "confirmed":
-                    return f"the portal confirmed request {self.receipt.reference}"
+                    return f"the portal confirmed request {receipt.reference}"
             probe: ProbeResult = await self.act(
                 ProbeActivities.probe_rcpt,
                 ProbeQuery(self.args.gateway_mx, self.args.gateway_smtp_port, rcpt),
                 self.probe_timeout,
             )
         except ActivityError as err:
-            status.last_error = _error_text(err)
+            status.last_error = error_text(err)
             return ""
         if probe.accepted:
             return f"{probe.host} accepts {rcpt} ({probe.code} {probe.message})"
@@ -332,7 +253,7 @@ class DomainMoveWorkflow:
                 DnsActivities.observe_resolvers, ResolverQuery(self.args.domain, self.final), self.dns_timeout
             )
         except ActivityError as err:
-            self.stages[self.stage].last_error = _error_text(err)
+            self.stages[self.stage].last_error = error_text(err)
             return []
         self.resolvers = views
         return views
@@ -351,18 +272,7 @@ class DomainMoveWorkflow:
 
     async def compensate(self) -> None:
         """Put back the MX set recorded in preflight, verified on every authoritative server."""
-        actor = self.cancel_request.actor if self.cancel_request else "temporal"
-        self.compensating = True
-        self.state = MoveState.CANCELLING
-        for status in self.stages.values():
-            if status.state in (StageState.PENDING, StageState.RUNNING, StageState.WAITING):
-                if status.state != StageState.PENDING:
-                    status.detail = f"cancelled by {actor}"
-                status.state = StageState.SKIPPED if status.state == StageState.PENDING else StageState.FAILED
-                status.waiting_for = ""
-                status.ended = status.ended or workflow.now()
-        self.awaiting.clear()
-        self.attention = False
+        actor = await self.mark_cancelled()
         if self.snapshot is None:
             self.message = "cancelled before anything was changed"
         else:
@@ -387,74 +297,19 @@ class DomainMoveWorkflow:
             detail=self.message,
         )
 
-    # -- human actions ----------------------------------------------------------------------
-
-    @workflow.update
-    async def confirm(self, request: ConfirmInput) -> str:
-        self.confirmed[request.stage] = request
-        self.awaiting.discard(request.stage)
-        result = f"{request.stage} confirmed"
-        await self.transition(
-            self.state, "confirm", actor=request.actor, detail=request.note, stage=request.stage, result=result
-        )
-        return result
-
-    @confirm.validator
-    def _check_confirm(self, request: ConfirmInput) -> None:
-        if request.stage not in DOMAIN_STAGES:
-            raise ValueError(f"stage: {request.stage!r} is not a stage (stages: {', '.join(DOMAIN_STAGES)})")
-        if request.stage not in self.awaiting:
-            waiting = ", ".join(sorted(self.awaiting)) or "none"
-            raise ValueError(f"stage: {request.stage} is not waiting for a confirm (waiting: {waiting})")
-
-    @workflow.update
-    async def extend(self, request: ExtendInput) -> str:
-        self.escalate_at = max(self.escalate_at, workflow.now()) + timedelta(seconds=request.seconds)
-        self.stages[self.stage].eta = self.escalate_at
-        self.attention = False
-        self.state = MoveState.WAITING
-        self.wakeup = True
-        result = f"the wait now escalates at {self.escalate_at.isoformat()}"
-        await self.transition(
-            self.state,
-            "extend",
-            actor=request.actor,
-            detail=f"+{request.seconds:g}s {request.note}".strip(),
-            result=result,
-        )
-        return result
-
-    @extend.validator
-    def _check_extend(self, request: ExtendInput) -> None:
-        if self.escalate_at is None:
-            raise ValueError(f"stage: {self.stage} has no wait to extend")
-        if request.seconds <= 0:
-            raise ValueError("seconds: must be more than 0")
-
-    @workflow.update
-    async def cancel(self, request: CancelInput) -> str:
-        self.cancel_request = request
+    def cancel_outcome(self) -> str:
         if self.snapshot is None:
-            result = "cancelled; nothing had been changed"
-        else:
-            result = f"cancelling: the MX set will be restored to {_mx_text(self.snapshot.mx)}"
-        await self.transition(MoveState.CANCELLING, "cancel", actor=request.actor, detail=request.note, result=result)
-        return result
+            return "cancelled; nothing had been changed"
+        return f"cancelling: the MX set will be restored to {_mx_text(self.snapshot.mx)}"
 
-    @cancel.validator
-    def _check_cancel(self, request: CancelInput) -> None:
-        if self.cancel_request is not None or self.state in (MoveState.CANCELLED, MoveState.DONE, MoveState.FAILED):
-            raise ValueError(f"state: the move is already {self.state.value}")
-        if DOMAIN_STAGES.index(self.stage) >= NO_RETURN:
-            raise ValueError(
-                f"stage: the legacy MX is already being removed ({self.stage}); a cancel would not restore it"
-            )
+    def past_return(self) -> str:
+        return f"the legacy MX is already being removed ({self.stage}); a cancel would not restore it"
 
     @workflow.query
     def status(self) -> MoveStatus:
         return MoveStatus(
             workflow_id=workflow.info().workflow_id,
-            kind=KIND,
+            kind=self.KIND,
             subject=self.args.domain,
             state=self.state,
             stage=self.stage,
@@ -469,140 +324,6 @@ class DomainMoveWorkflow:
             resolvers=list(self.resolvers),
             authoritative=list(self.authoritative),
             message=self.message,
-        )
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def interrupted(self) -> bool:
-        return self.cancel_request is not None and not self.compensating
-
-    async def act(self, method: Callable, arg: Any, timeout: timedelta, heartbeat: bool = False) -> Any:
-        """Run one activity; a cancel accepted meanwhile interrupts it. Compensation is never
-        interrupted and retries until it succeeds."""
-        handle = workflow.start_activity_method(
-            method,
-            arg,
-            start_to_close_timeout=timeout,
-            retry_policy=policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY,
-            heartbeat_timeout=self.heartbeat_timeout if heartbeat else None,
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
-        await workflow.wait_condition(lambda: handle.done() or self.interrupted())
-        if not handle.done():
-            # wait until it has really stopped: compensation must not race a running update
-            handle.cancel()
-            try:
-                await handle
-            except (ActivityError, asyncio.CancelledError):
-                pass
-            raise _Cancelled()
-        return handle.result()
-
-    async def attempt(self, stage: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a stage's activity; when it fails for good, wait for a retry confirm or a cancel."""
-        while True:
-            try:
-                return await call()
-            except ActivityError as err:
-                if self.compensating:  # only a non-retryable error gets here
-                    raise ApplicationError(f"cancel: restoring the MX set failed: {_error_text(err)}") from err
-                status = self.stages[stage]
-                status.attempts += 1
-                status.last_error = _error_text(err)
-                status.state = StageState.WAITING
-                status.waiting_for = (
-                    f"a postmaster to fix the cause and retry (`mailmove confirm ID {stage}`), or cancel"
-                )
-                await self.escalate(f"{stage} failed: {status.last_error}")
-                await self.wait_confirm(stage, status.waiting_for)
-                self.attention = False
-                status.state = StageState.RUNNING
-                status.waiting_for = ""
-                self.state = MoveState.RUNNING
-
-    async def wait_confirm(self, stage: str, waiting_for: str) -> None:
-        self.confirmed.pop(stage, None)
-        self.awaiting.add(stage)
-        status = self.stages[stage]
-        status.state = StageState.WAITING
-        status.waiting_for = waiting_for
-        if not self.attention:
-            await self.transition(MoveState.WAITING, "waiting", detail=waiting_for)
-        await self.pause(None, until=lambda: stage in self.confirmed)
-
-    async def pause(self, seconds: float | None, until: Callable[[], bool] = lambda: False) -> None:
-        """A durable wait that a cancel, an extend or `until` cuts short."""
-        try:
-            await workflow.wait_condition(
-                lambda: self.interrupted() or self.wakeup or until(),
-                timeout=None if seconds is None else max(seconds, 0.001),
-            )
-        except TimeoutError:
-            pass
-        self.wakeup = False
-        if self.interrupted():
-            raise _Cancelled()
-
-    async def escalate(self, why: str) -> None:
-        self.attention = True
-        if why not in self.alerts:
-            self.alerts.append(why)
-        await self.transition(MoveState.NEEDS_ATTENTION, "escalated", detail=why, result="needs attention")
-
-    async def begin(self, stage: str) -> None:
-        self.stage = stage
-        status = self.stages[stage]
-        status.state = StageState.RUNNING
-        status.started = workflow.now()
-        await self.transition(MoveState.RUNNING, "stage started")
-
-    async def end(self, stage: str, detail: str = "") -> None:
-        status = self.stages[stage]
-        status.state = StageState.DONE
-        status.ended = workflow.now()
-        status.waiting_for = ""
-        status.detail = detail or status.detail
-        await self.transition(MoveState.RUNNING, "stage done", detail=status.detail, result="done")
-
-    async def transition(
-        self,
-        state: MoveState,
-        action: str,
-        *,
-        actor: str = "mailmove",
-        detail: str = "",
-        stage: str = "",
-        result: str = "",
-    ) -> None:
-        """Make the new state visible: search attributes, then the audit trail in the database."""
-        if self.state == MoveState.CANCELLING and state != MoveState.CANCELLED:
-            state = MoveState.CANCELLING
-        elif self.attention and state in (MoveState.RUNNING, MoveState.WAITING):
-            state = MoveState.NEEDS_ATTENTION
-        self.state = state
-        workflow.upsert_search_attributes(
-            [search.STAGE.value_set(self.stage), search.STATE.value_set(self.state.value)]
-        )
-        self.events += 1
-        await workflow.execute_activity_method(
-            AuditActivities.record_transition,
-            Transition(
-                event_id=str(workflow.uuid4()),
-                seq=self.events,
-                workflow_id=workflow.info().workflow_id,
-                kind=KIND,
-                subject=self.args.domain,
-                at=workflow.now(),
-                stage=stage or self.stage,
-                state=self.state.value,
-                action=action,
-                actor=actor,
-                detail=detail,
-                result=result,
-                attention=self.attention,
-            ),
-            start_to_close_timeout=policy.AUDIT_TIMEOUT,
-            retry_policy=policy.PERSISTENT_RETRY,
         )
 
 

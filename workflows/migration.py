@@ -1,0 +1,386 @@
+"""What every migration workflow shares: stages, human actions, durable waits, the audit trail.
+
+A subclass names its stages and runs them; this base gives it the stage bookkeeping, the
+`confirm`/`extend`/`cancel` updates (inherited as Temporal handlers), activities that a cancel
+interrupts, waits for a person with reminders and escalation (never a silent time-out), and a
+transition record for every change, written to the search attributes and the database.
+A failed stage never fails silently: it waits, "needs attention", for a retry confirm or a cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.audit import AuditActivities
+    from activities.portal import PortalActivities
+    from workflows import policy, search
+    from workflows.model import (
+        CancelInput,
+        ConfirmInput,
+        ExtendInput,
+        MoveState,
+        PortalFiling,
+        PortalReceipt,
+        StageState,
+        StageStatus,
+        Timings,
+        Transition,
+    )
+
+
+class Cancelled(Exception):
+    """Raised inside the run when a cancel was accepted; the run compensates."""
+
+
+def error_text(err: BaseException) -> str:
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return str(err) or type(err).__name__
+
+
+class Migration:
+    """Base of DomainMoveWorkflow and ServerMoveWorkflow (not a workflow by itself)."""
+
+    KIND: ClassVar[str]
+    STAGES: ClassVar[tuple[str, ...]]
+    # From this stage on a cancel could no longer be undone, so it is refused.
+    NO_RETURN: ClassVar[str]
+
+    def setup(self, subject: str, timings: Timings, portal_mode: str) -> None:
+        self.subject = subject
+        self.timings = timings
+        self.portal_mode = portal_mode
+        self.form: dict[str, str] = {}  # values a person files by hand, while they are waited for
+        self.receipts: dict[str, PortalReceipt] = {}  # by request kind
+        self.stages = {name: StageStatus(name) for name in self.STAGES}
+        self.stage = self.STAGES[0]
+        self.state = MoveState.RUNNING
+        self.attention = False
+        self.awaiting: set[str] = set()  # stages that a confirm would release now
+        self.confirmed: dict[str, ConfirmInput] = {}
+        self.cancel_request: CancelInput | None = None
+        self.compensating = False
+        self.escalate_at: datetime | None = None
+        self.wakeup = False
+        self.alerts: list[str] = []
+        self.message = ""
+        self.events = 0
+        self.heartbeat_timeout = policy.seconds(timings.heartbeat_timeout)
+        self.portal_timeout = policy.seconds(timings.portal_timeout)
+
+    def cancel_outcome(self) -> str:
+        """What a cancel accepted now will do (the answer to the `cancel` update)."""
+        raise NotImplementedError
+
+    def past_return(self) -> str:
+        """Why a cancel is refused from `NO_RETURN` on."""
+        raise NotImplementedError
+
+    # -- human actions ----------------------------------------------------------------------
+
+    @workflow.update
+    async def confirm(self, request: ConfirmInput) -> str:
+        self.confirmed[request.stage] = request
+        self.awaiting.discard(request.stage)
+        result = f"{request.stage} confirmed"
+        await self.transition(
+            self.state, "confirm", actor=request.actor, detail=request.note, stage=request.stage, result=result
+        )
+        return result
+
+    @confirm.validator
+    def _check_confirm(self, request: ConfirmInput) -> None:
+        if request.stage not in self.STAGES:
+            raise ValueError(f"stage: {request.stage!r} is not a stage (stages: {', '.join(self.STAGES)})")
+        if request.stage not in self.awaiting:
+            waiting = ", ".join(sorted(self.awaiting)) or "none"
+            raise ValueError(f"stage: {request.stage} is not waiting for a confirm (waiting: {waiting})")
+
+    @workflow.update
+    async def extend(self, request: ExtendInput) -> str:
+        self.escalate_at = max(self.escalate_at, workflow.now()) + timedelta(seconds=request.seconds)
+        self.stages[self.stage].eta = self.escalate_at
+        self.attention = False
+        self.state = MoveState.WAITING
+        self.wakeup = True
+        result = f"the wait now escalates at {self.escalate_at.isoformat()}"
+        await self.transition(
+            self.state,
+            "extend",
+            actor=request.actor,
+            detail=f"+{request.seconds:g}s {request.note}".strip(),
+            result=result,
+        )
+        return result
+
+    @extend.validator
+    def _check_extend(self, request: ExtendInput) -> None:
+        if self.escalate_at is None:
+            raise ValueError(f"stage: {self.stage} has no wait to extend")
+        if request.seconds <= 0:
+            raise ValueError("seconds: must be more than 0")
+
+    @workflow.update
+    async def cancel(self, request: CancelInput) -> str:
+        self.cancel_request = request
+        result = self.cancel_outcome()
+        await self.transition(MoveState.CANCELLING, "cancel", actor=request.actor, detail=request.note, result=result)
+        return result
+
+    @cancel.validator
+    def _check_cancel(self, request: CancelInput) -> None:
+        if self.cancel_request is not None or self.state in (MoveState.CANCELLED, MoveState.DONE, MoveState.FAILED):
+            raise ValueError(f"state: the move is already {self.state.value}")
+        if not self.cancellable():
+            raise ValueError(f"stage: {self.past_return()}")
+
+    def cancellable(self) -> bool:
+        return self.STAGES.index(self.stage) < self.STAGES.index(self.NO_RETURN)
+
+    # -- running stages ---------------------------------------------------------------------
+
+    def interrupted(self) -> bool:
+        return self.cancel_request is not None and not self.compensating
+
+    async def act(
+        self,
+        method: Callable,
+        arg: Any,
+        timeout: timedelta,
+        heartbeat: bool = False,
+        task_queue: str | None = None,
+    ) -> Any:
+        """Run one activity; a cancel accepted meanwhile interrupts it. Compensation is never
+        interrupted and retries until it succeeds."""
+        handle = workflow.start_activity_method(
+            method,
+            arg,
+            start_to_close_timeout=timeout,
+            retry_policy=policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY,
+            heartbeat_timeout=self.heartbeat_timeout if heartbeat else None,
+            task_queue=task_queue,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        await workflow.wait_condition(lambda: handle.done() or self.interrupted())
+        if not handle.done():
+            # wait until it has really stopped: compensation must not race a running effect
+            handle.cancel()
+            try:
+                await handle
+            except (ActivityError, asyncio.CancelledError):
+                pass
+            raise Cancelled()
+        return handle.result()
+
+    async def attempt(self, stage: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a stage's activity; when it fails for good, wait for a retry confirm or a cancel."""
+        while True:
+            try:
+                return await call()
+            except ActivityError as err:
+                if self.compensating:  # only a non-retryable error gets here
+                    raise ApplicationError(f"cancel: undoing the move failed: {error_text(err)}") from err
+                await self.needs_retry(stage, error_text(err))
+
+    async def file(self, stage: str, kind: str, subject: str, values: dict[str, str], form: str) -> str:
+        """One request to the centre: over HTTP, filed once whatever the retries (idempotency
+        key from the workflow), or as a form for a person, with the exact values, and a confirm."""
+        if self.portal_mode == "http":
+            filing = PortalFiling(str(workflow.uuid4()), workflow.info().workflow_id, kind, subject, values)
+            receipt = await self.attempt(
+                stage, lambda: self.act(PortalActivities.file_request, filing, self.portal_timeout)
+            )
+            self.receipts[kind] = receipt
+            return f"filed at the portal as {receipt.reference} ({receipt.status})"
+        self.form = {"form": form, **values}
+        shown = "; ".join(f"{k} = {v}" for k, v in values.items())
+        await self.wait_confirm(stage, f"file at {form} with: {shown}; then `mailmove confirm ID {stage}`")
+        self.form = {}
+        return "filed by hand: " + self.confirmed[stage].note
+
+    async def needs_retry(self, stage: str, error: str) -> None:
+        """The stage failed for good: it waits, needing attention, for a retry confirm or a cancel."""
+        status = self.stages[stage]
+        status.attempts += 1
+        status.last_error = error
+        status.state = StageState.WAITING
+        status.waiting_for = f"a postmaster to fix the cause and retry (`mailmove confirm ID {stage}`), or cancel"
+        await self.escalate(f"{stage} failed: {error}")
+        await self.wait_confirm(stage, status.waiting_for)
+        self.attention = False
+        status.state = StageState.RUNNING
+        status.waiting_for = ""
+        self.state = MoveState.RUNNING
+
+    async def wait_confirm(self, stage: str, waiting_for: str) -> None:
+        self.confirmed.pop(stage, None)
+        self.awaiting.add(stage)
+        status = self.stages[stage]
+        status.state = StageState.WAITING
+        status.waiting_for = waiting_for
+        if not self.attention:
+            await self.transition(MoveState.WAITING, "waiting", detail=waiting_for)
+        await self.pause(None, until=lambda: stage in self.confirmed)
+
+    async def wait_person(
+        self,
+        stage: str,
+        waiting_for: str,
+        detect: Callable[[], Awaitable[str]] | None = None,
+        overdue: str = "still waiting",
+    ) -> str:
+        """Until a confirm (or `detect` returns how it was detected); returns how it ended.
+
+        `detect` runs every `probe_interval`, reminders every `reminder_interval`; after
+        `escalate_after` the move needs attention and keeps waiting, extendable.
+        """
+        t = self.timings
+        now = workflow.now()
+        self.escalate_at = now + timedelta(seconds=t.escalate_after)
+        next_reminder = now + timedelta(seconds=t.reminder_interval)
+        next_probe = now if detect else None
+        self.confirmed.pop(stage, None)
+        self.awaiting.add(stage)
+        status = self.stages[stage]
+        status.state = StageState.WAITING
+        status.waiting_for = waiting_for
+        status.eta = self.escalate_at
+        await self.transition(MoveState.WAITING, "waiting", detail=waiting_for)
+        how = ""
+        while not how:
+            if stage in self.confirmed:
+                how = f"confirmed by {self.confirmed[stage].actor}: {self.confirmed[stage].note}".rstrip(": ")
+                break
+            now = workflow.now()
+            if next_probe is not None and now >= next_probe:
+                next_probe = now + timedelta(seconds=t.probe_interval)
+                status.attempts += 1
+                how = await detect()
+                if how:
+                    break
+            if now >= next_reminder:
+                next_reminder = now + timedelta(seconds=t.reminder_interval)
+                await self.transition(self.state, "reminder", detail=status.waiting_for)
+            if now >= self.escalate_at and not self.attention:
+                await self.escalate(f"{stage}: {overdue} after {t.escalate_after / 86400:g} days")
+            wake = min(w for w in (next_probe, next_reminder, None if self.attention else self.escalate_at) if w)
+            await self.pause((wake - workflow.now()).total_seconds(), until=lambda: stage in self.confirmed)
+        self.awaiting.discard(stage)
+        self.escalate_at = None
+        self.attention = False
+        return how
+
+    async def pause(self, seconds: float | None, until: Callable[[], bool] = lambda: False) -> None:
+        """A durable wait that a cancel, an extend or `until` cuts short."""
+        try:
+            await workflow.wait_condition(
+                lambda: self.interrupted() or self.wakeup or until(),
+                timeout=None if seconds is None else max(seconds, 0.001),
+            )
+        except TimeoutError:
+            pass
+        self.wakeup = False
+        if self.interrupted():
+            raise Cancelled()
+
+    async def escalate(self, why: str) -> None:
+        self.attention = True
+        if why not in self.alerts:
+            self.alerts.append(why)
+        await self.transition(MoveState.NEEDS_ATTENTION, "escalated", detail=why, result="needs attention")
+
+    async def begin(self, stage: str) -> None:
+        self.stage = stage
+        status = self.stages[stage]
+        status.state = StageState.RUNNING
+        status.started = workflow.now()
+        await self.transition(MoveState.RUNNING, "stage started")
+
+    async def end(self, stage: str, detail: str = "") -> None:
+        status = self.stages[stage]
+        status.state = StageState.DONE
+        status.ended = workflow.now()
+        status.waiting_for = ""
+        status.detail = detail or status.detail
+        await self.transition(MoveState.RUNNING, "stage done", detail=status.detail, result="done")
+
+    async def skip(self, stage: str, reason: str) -> None:
+        self.stage = stage
+        status = self.stages[stage]
+        status.state = StageState.SKIPPED
+        status.started = status.ended = workflow.now()
+        status.detail = reason
+        await self.transition(MoveState.RUNNING, "stage skipped", detail=reason, result="skipped")
+
+    async def fail(self, err: ApplicationError) -> None:
+        """A hard error (preflight): the stage and the move fail, with the message to act on."""
+        status = self.stages[self.stage]
+        status.state = StageState.FAILED
+        status.last_error = str(err)
+        status.ended = workflow.now()
+        await self.transition(MoveState.FAILED, "failed", detail=str(err), result="failed")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    async def mark_cancelled(self) -> str:
+        """Every open stage ends as cancelled; returns who cancelled."""
+        actor = self.cancel_request.actor if self.cancel_request else "temporal"
+        self.compensating = True
+        self.state = MoveState.CANCELLING
+        for status in self.stages.values():
+            if status.state in (StageState.PENDING, StageState.RUNNING, StageState.WAITING):
+                if status.state != StageState.PENDING:
+                    status.detail = f"cancelled by {actor}"
+                status.state = StageState.SKIPPED if status.state == StageState.PENDING else StageState.FAILED
+                status.waiting_for = ""
+                status.ended = status.ended or workflow.now()
+        self.awaiting.clear()
+        self.attention = False
+        return actor
+
+    async def transition(
+        self,
+        state: MoveState,
+        action: str,
+        *,
+        actor: str = "mailmove",
+        detail: str = "",
+        stage: str = "",
+        result: str = "",
+    ) -> None:
+        """Make the new state visible: search attributes, then the audit trail in the database."""
+        if self.state == MoveState.CANCELLING and state != MoveState.CANCELLED:
+            state = MoveState.CANCELLING
+        elif self.attention and state in (MoveState.RUNNING, MoveState.WAITING):
+            state = MoveState.NEEDS_ATTENTION
+        self.state = state
+        workflow.upsert_search_attributes(
+            [search.STAGE.value_set(self.stage), search.STATE.value_set(self.state.value)]
+        )
+        self.events += 1
+        await workflow.execute_activity_method(
+            AuditActivities.record_transition,
+            Transition(
+                event_id=str(workflow.uuid4()),
+                seq=self.events,
+                workflow_id=workflow.info().workflow_id,
+                kind=self.KIND,
+                subject=self.subject,
+                at=workflow.now(),
+                stage=stage or self.stage,
+                state=self.state.value,
+                action=action,
+                actor=actor,
+                detail=detail,
+                result=result,
+                attention=self.attention,
+            ),
+            start_to_close_timeout=policy.AUDIT_TIMEOUT,
+            retry_policy=policy.PERSISTENT_RETRY,
+        )
