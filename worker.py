@@ -1,6 +1,9 @@
 """The worker process: hosts the workflows and the activities on the configured task queue.
 
 `python worker.py [--config FILE]` (or `mailmove worker`); `mailmove up` runs it in-process.
+With `--host FQDN` it is the host agent on that mail server instead: it polls that host's own
+task queue and runs only what must happen on the machine itself (firewall, Postfix check,
+relay test from the server's own address).
 """
 
 from __future__ import annotations
@@ -15,15 +18,20 @@ from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
 from activities.dns import DnsActivities
+from activities.firewall import FirewallActivities, NftTarget
 from activities.portal import PortalActivities
+from activities.postfix import PostfixActivities
+from activities.relay_test import RelayTestActivities
 from activities.smtp_probe import ProbeActivities
 from mailmove.config import Settings, load_settings
+from mailmove.names import to_alabel
 from mailmove.processes import stop_on_signals
-from mailmove.temporal import connect
+from mailmove.temporal import connect, host_queue
 from store.db import upgrade
 from workflows.domain_move import DomainMoveWorkflow
+from workflows.server_move import ServerMoveWorkflow
 
-WORKFLOWS = [DomainMoveWorkflow]
+WORKFLOWS = [DomainMoveWorkflow, ServerMoveWorkflow]
 
 
 def activities(settings: Settings) -> list:
@@ -37,10 +45,24 @@ def activities(settings: Settings) -> list:
         dns.apply_mx,
         dns.poll_authoritative,
         dns.observe_resolvers,
+        dns.server_identity,
         audit.record_transition,
         portal.file_request,
         portal.request_status,
         probe.probe_rcpt,
+    ]
+
+
+def agent_activities(settings: Settings) -> list:
+    """What runs on the mail server itself; no database, no workflow."""
+    a = settings.agent
+    firewall = FirewallActivities(a.nft, NftTarget(a.nft_table, a.nft_input_chain, a.nft_output_chain))
+    relay = RelayTestActivities(settings.smtp, DnsActivities(settings))
+    return [
+        firewall.open_firewall,
+        firewall.close_firewall,
+        PostfixActivities(a.postconf).check_postfix,
+        relay.relay_test,
     ]
 
 
@@ -56,25 +78,40 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     )
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    await asyncio.to_thread(upgrade, settings.database.url)
+def build_agent(client: Client, settings: Settings, host: str) -> Worker:
+    return Worker(
+        client,
+        task_queue=host_queue(settings.temporal.task_queue, host),
+        activities=agent_activities(settings),
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        max_heartbeat_throttle_interval=timedelta(seconds=2),
+    )
+
+
+async def run(settings: Settings, stop: asyncio.Event, host: str = "") -> None:
     client = await connect(settings)
-    async with build_worker(client, settings):
-        logging.info("worker polling %s on %s", settings.temporal.task_queue, settings.temporal.address or "embedded")
+    if host:
+        worker, queue = build_agent(client, settings, host), host_queue(settings.temporal.task_queue, host)
+    else:
+        await asyncio.to_thread(upgrade, settings.database.url)
+        worker, queue = build_worker(client, settings), settings.temporal.task_queue
+    async with worker:
+        logging.info("worker polling %s on %s", queue, settings.temporal.address or "embedded")
         await stop.wait()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, host: str = "") -> None:
     """Until SIGINT or SIGTERM."""
-    await run(settings, stop_on_signals())
+    await run(settings, stop_on_signals(), host)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML configuration (default: $MAILMOVE_CONFIG)")
+    parser.add_argument("--host", default="", help="run as the host agent of this mail server (its FQDN)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(load_settings(args.config)))
+    asyncio.run(serve(load_settings(args.config), to_alabel(args.host) if args.host else ""))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and the TSIG secret never leaves this process.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 
 import dns.asyncquery
@@ -20,6 +21,7 @@ import dns.nameserver
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 import dns.tsig
 import dns.tsigkeyring
 import dns.update
@@ -28,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from mailmove.config import HostPort, Settings, parse_host_port
 from workflows.model import (
+    AddressCheck,
     ConvergenceQuery,
     ConvergenceReport,
     HostAddresses,
@@ -37,6 +40,8 @@ from workflows.model import (
     MxRecord,
     ResolverQuery,
     ResolverView,
+    ServerIdentity,
+    ServerQuery,
     ServerView,
     ZoneQuery,
     ZoneSnapshot,
@@ -86,6 +91,14 @@ class DnsActivities:
             except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
                 pass
         return found
+
+    async def lookup(self, name: str, rdtype: str) -> list[str]:
+        """The records' texts; an empty list for NXDOMAIN or no such record (a timeout raises)."""
+        try:
+            answer = await self.resolver().resolve(name, rdtype)
+        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+            return []
+        return [r.to_text() for r in answer]
 
     async def zone_of(self, domain: str) -> str:
         configured = self.settings.dns.zone_for(domain)
@@ -209,6 +222,49 @@ class DnsActivities:
         if not found:
             raise ApplicationError(f"{query.host} has no A or AAAA record", non_retryable=True, type="NoAddress")
         return HostAddresses(query.host, found)
+
+    @activity.defn
+    async def server_identity(self, query: ServerQuery) -> ServerIdentity:
+        """Forward-confirmed reverse DNS of a mail server, and its sender domains, as the
+        gateway demands them; each problem says what to set where. A timeout is retried."""
+        try:
+            return await self._identity(query)
+        except dns.exception.Timeout as exc:
+            raise ApplicationError(f"DNS lookup timed out: {exc}") from exc
+
+    async def _identity(self, query: ServerQuery) -> ServerIdentity:
+        host = query.fqdn
+        problems = []
+        v4, v6 = await asyncio.gather(self.lookup(host, "A"), self.lookup(host, "AAAA"))
+        forward = v4 + v6
+        wanted = [a for a in (query.ipv4, query.ipv6) if a]
+        for address in wanted:
+            rdtype = "A" if ipaddress.ip_address(address).version == 4 else "AAAA"
+            if ipaddress.ip_address(address) not in {ipaddress.ip_address(a) for a in forward}:
+                problems.append(
+                    f"{host} has no {rdtype} record {address} (it resolves to {', '.join(forward) or 'nothing'}): "
+                    f"set `{host}. IN {rdtype} {address}` in the central DNS"
+                )
+        reverse = []
+        for address in wanted:
+            name = dns.reversename.from_address(address).to_text()
+            ptrs = [p.rstrip(".").lower() for p in await self.lookup(name, "PTR")]
+            ok = host in ptrs and address in forward
+            reverse.append(AddressCheck(address, ptrs, ok))
+            if host not in ptrs:
+                problems.append(
+                    f"the PTR of {address} names {', '.join(ptrs) or 'nothing'}, not {host}: "
+                    f"set `{name} IN PTR {host}.` (forward and reverse must match)"
+                )
+        for domain in query.sender_domains:
+            mx, a = await asyncio.gather(self.lookup(domain, "MX"), self.lookup(domain, "A"))
+            if not mx and not a and not await self.lookup(domain, "AAAA"):
+                problems.append(
+                    f"the sender domain {domain} has no MX or address record: mail from it cannot be answered; "
+                    "register it in the central DNS"
+                )
+        old = await self.addresses(query.old_fqdn) if query.old_fqdn else []
+        return ServerIdentity(forward=forward, reverse=reverse, old_addresses=old, problems=problems)
 
     @activity.defn
     async def apply_mx(self, change: MxChange) -> MxChangeResult:

@@ -21,9 +21,9 @@ from temporalio.client import Client
 from mailmove import control
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer
-from mailmove.inputs import DomainMoveRequest, FieldError
+from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, relay_test_query
 from mailmove.processes import stop_on_signals
-from mailmove.render import console, migration_table, shown
+from mailmove.render import console, migration_table, shown, step_verdicts, swaks
 from mailmove.temporal import address, connect, register_search_attributes
 from store.db import upgrade
 from worker import build_worker, serve
@@ -31,8 +31,10 @@ from workflows.model import CancelInput, ConfirmInput, ExtendInput
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Move mail domains behind the central mail gateway.")
 domain_app = typer.Typer(no_args_is_help=True, help="Domain moves.")
+server_app = typer.Typer(no_args_is_help=True, help="Server moves.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="A local world of real BIND, portal and SMTP stand-ins.")
 app.add_typer(domain_app, name="domain")
+app.add_typer(server_app, name="server")
 app.add_typer(sandbox_app, name="sandbox")
 
 
@@ -44,6 +46,12 @@ class DnsMode(str, Enum):
 class PortalMode(str, Enum):
     manual = "manual"
     http = "http"
+
+
+class RelayScope(str, Enum):
+    external = "external"
+    internal = "internal"
+    unsecure = "unsecure"
 
 
 class Context:
@@ -155,9 +163,17 @@ def up() -> None:
 
 
 @app.command()
-def worker() -> None:
-    """Run only the worker, against `temporal.address`."""
-    run(serve)
+def worker(
+    host: Optional[str] = typer.Option(
+        None, "--host", help="run as the host agent of this mail server (firewall, Postfix check, relay test)"
+    ),
+) -> None:
+    """Run only the worker (or, with --host, a mail server's host agent), against `temporal.address`."""
+
+    async def work(settings: Settings) -> None:
+        await serve(settings, control.host_name(host) if host else "")
+
+    run(work)
 
 
 # -- domain moves -----------------------------------------------------------------------------
@@ -192,6 +208,106 @@ def domain_start(
     run(work)
 
 
+# -- server moves -----------------------------------------------------------------------------
+
+
+@server_app.command("start")
+def server_start(
+    old: str = typer.Option(..., "--old", help="the mail server being replaced (FQDN)"),
+    new: str = typer.Option(..., "--new", help="the new mail server (FQDN)"),
+    new_ipv4: str = typer.Option(..., "--new-ipv4", help="the new server's IPv4 address"),
+    new_ipv6: str = typer.Option("", "--new-ipv6", help="its IPv6 address, if it has one"),
+    relay_scope: RelayScope = typer.Option(
+        RelayScope.external,
+        "--relay-scope",
+        help="external: mailout (TSL entry); internal: mailout-intern (campus only, no entry); "
+        "unsecure: mailout-unsecure (no TLS, campus only)",
+    ),
+    institution: str = typer.Option("", "--institution", help="for the list entry"),
+    admin: list[str] = typer.Option([], "--admin", help="an admin's TU-ID (at least two; repeat the option)"),
+    contact: str = typer.Option("", "--contact", help="contact address for the centre"),
+    sender_domain: list[str] = typer.Option([], "--sender-domain", help="a domain the server sends from (repeat)"),
+    mail_from: str = typer.Option(
+        "", "--mail-from", help="relay test sender (default postmaster@ first sender domain)"
+    ),
+    rcpt: str = typer.Option("", "--rcpt", help="relay test recipient (default: the contact address)"),
+    send: bool = typer.Option(False, "--send", help="the relay test also sends a message"),
+    agent: bool = typer.Option(True, "--agent/--no-agent", help="a host agent runs on the new server"),
+    portal: Optional[PortalMode] = typer.Option(None, "--portal", help="how entries are filed (default portal.mode)"),
+    as_json: bool = JSON,
+) -> None:
+    """Start moving a mail server: list entry, firewall, relay test, cut-over, old entry removed."""
+
+    async def work(settings: Settings) -> None:
+        request = ServerMoveRequest(
+            old=old,
+            new=new,
+            new_ipv4=new_ipv4,
+            new_ipv6=new_ipv6,
+            relay_scope=relay_scope.value,
+            institution=institution,
+            admins=admin,
+            contact=contact,
+            sender_domains=sender_domain,
+            mail_from=mail_from,
+            rcpt=rcpt,
+            send=send,
+            agent=agent,
+            portal_mode=portal.value if portal else "",
+            actor=actor(),
+        )
+        move = await control.prepare_server_move(settings, request)
+        client = await client_for(settings)
+        wid = await control.start_server_move(client, settings, move)
+        polled = not move.agent_queue or await control.agent_polls(client, settings, move.agent_queue)
+        if as_json:
+            print_json({"id": wid, "state": "running", "agent_queue": move.agent_queue, "agent_seen": polled})
+            return
+        console().print(f"started {wid}; watch it with `mailmove show {wid}`")
+        if not polled:
+            console().print(
+                f"[yellow]no host agent polls {move.agent_queue} yet:[/yellow] run "
+                f"`mailmove worker --host {move.new_fqdn}` on {move.new_fqdn}; the firewall and relay test wait for it"
+            )
+
+    run(work)
+
+
+@app.command("relay-test")
+def relay_test(
+    relay: str = typer.Option(..., "--relay", help="HOST[:PORT] of the relay, e.g. mailout.hrz.tu-darmstadt.de"),
+    helo: str = typer.Option(..., "--helo", help="this server's FQDN"),
+    mail_from: str = typer.Option(..., "--mail-from", help="envelope sender (must receive mail)"),
+    rcpt: str = typer.Option(..., "--rcpt", help="test recipient"),
+    source: str = typer.Option("", "--source", help="send from this local address"),
+    ca: Optional[Path] = typer.Option(None, "--ca", help="extra CA file to verify the relay's certificate"),
+    send: bool = typer.Option(False, "--send", help="also send a test message (DATA)"),
+    plain: bool = typer.Option(False, "--no-tls", help="no STARTTLS (mailout-unsecure)"),
+    as_json: bool = JSON,
+) -> None:
+    """The telnet-style relay test, printed like swaks; exit 0 only when every step passed."""
+
+    async def work(settings: Settings) -> None:
+        from activities.dns import DnsActivities
+        from activities.relay_test import run_relay_test
+
+        query, smtp = relay_test_query(settings, relay, helo, mail_from, rcpt, source, ca, send, not plain)
+        transcript = await run_relay_test(query, smtp, DnsActivities(settings).addresses)
+        if as_json:
+            print_json(transcript)
+        else:
+            out = console()
+            out.print(swaks(transcript))
+            out.print(step_verdicts(transcript))
+            for warning in transcript.warnings:
+                out.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+            out.print(transcript.cause, style="green" if transcript.passed else "bold red", highlight=False)
+        if not transcript.passed:
+            raise typer.Exit(1)
+
+    run(work)
+
+
 @app.command("list")
 def list_(kind: Optional[str] = typer.Option(None, help="domain or server"), as_json: bool = JSON) -> None:
     """Every migration, last changed first (from the database)."""
@@ -205,7 +321,7 @@ def list_(kind: Optional[str] = typer.Option(None, help="domain or server"), as_
 
 @app.command("show")
 def show_(
-    id: str = typer.Argument(..., help="domain-move:<domain>, or the domain"),
+    id: str = typer.Argument(..., help="domain-move:<domain>, server-move:<fqdn>, or the bare name"),
     as_json: bool = JSON,
     watch: bool = typer.Option(False, "--watch", help="refresh every 2 s until the move ends"),
 ) -> None:
@@ -213,7 +329,7 @@ def show_(
 
     async def work(settings: Settings) -> None:
         client = await client_for(settings)
-        wid = control.workflow_id(id)
+        wid = control.workflow_id(id, settings)
         while True:
             view = await control.show(client, settings, wid)
             if as_json:
@@ -240,14 +356,16 @@ def show_(
 @app.command("confirm")
 def confirm_(
     id: str = typer.Argument(...),
-    stage: str = typer.Argument(..., help="the waiting stage, e.g. request_domain or await_registration"),
+    stage: str = typer.Argument(..., help="the waiting stage, e.g. await_registration or await_cutover"),
     note: str = typer.Option("", "--note", help="recorded in the history"),
 ) -> None:
     """Confirm a stage that waits for a person (or retry a stage that failed)."""
 
     async def work(settings: Settings) -> None:
         client = await client_for(settings)
-        console().print(await control.confirm(client, control.workflow_id(id), ConfirmInput(stage, actor(), note)))
+        console().print(
+            await control.confirm(client, control.workflow_id(id, settings), ConfirmInput(stage, actor(), note))
+        )
 
     run(work)
 
@@ -263,18 +381,21 @@ def extend_(
     async def work(settings: Settings) -> None:
         seconds = parse_duration(duration, "duration")
         client = await client_for(settings)
-        console().print(await control.extend(client, control.workflow_id(id), ExtendInput(seconds, actor(), note)))
+        console().print(
+            await control.extend(client, control.workflow_id(id, settings), ExtendInput(seconds, actor(), note))
+        )
 
     run(work)
 
 
 @app.command("cancel")
 def cancel_(id: str = typer.Argument(...), note: str = typer.Option("", "--note")) -> None:
-    """Cancel a move; before `remove_legacy_mx` the original MX set is restored and verified."""
+    """Cancel a move and undo it: a domain move's MX set is restored (before `remove_legacy_mx`);
+    a server move's firewall rules are removed and its new entry withdrawn (before `remove_old_tsl`)."""
 
     async def work(settings: Settings) -> None:
         client = await client_for(settings)
-        console().print(await control.cancel(client, control.workflow_id(id), CancelInput(actor(), note)))
+        console().print(await control.cancel(client, control.workflow_id(id, settings), CancelInput(actor(), note)))
 
     run(work)
 

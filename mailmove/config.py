@@ -151,13 +151,18 @@ class PortalConfig:
     mode: str = "manual"
     url: str = "https://www-cgi.hrz.tu-darmstadt.de/mail/"
     domain_form: str = "antrag-maildomain.php"
+    tsl_form: str = "antrag-tsl.php"
+    unsecure_form: str = ""  # the MailOut-Unsecure list has no form of its own: the web interface
     credentials_env: str = ""  # name of an environment variable holding a bearer token
     credentials_file: str = ""  # or a file holding it
     timeout: float = 30.0
 
     @property
     def form_url(self) -> str:
-        return self.url.rstrip("/") + "/" + self.domain_form
+        return self.form(self.domain_form)
+
+    def form(self, name: str) -> str:
+        return self.url.rstrip("/") + "/" + name if name else self.url
 
     def token(self) -> str:
         if self.credentials_file:
@@ -172,6 +177,20 @@ class SmtpConfig:
     helo: str = ""  # empty: this machine's FQDN
     ca_file: str = ""  # extra CA for STARTTLS verification (tests, private CAs)
     timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The host agent on a mail server: how it reaches nftables and Postfix there.
+
+    Commands are lists, so a prefix works: `["sudo", "nft"]`, `["postconf", "-c", "/etc/postfix"]`.
+    """
+
+    nft: tuple[str, ...] = ("nft",)
+    nft_table: str = "inet filter"
+    nft_input_chain: str = "input"
+    nft_output_chain: str = "output"
+    postconf: tuple[str, ...] = ("postconf",)
 
 
 @dataclass(frozen=True)
@@ -194,6 +213,7 @@ class Settings:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     timing: Timings = field(default_factory=Timings)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
     var_dir: Path = Path("var")
     source: Path | None = None
 
@@ -235,7 +255,7 @@ def _resolve_path(value: str, base: Path) -> str:
 def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None) -> Settings:
     """Typed settings from a parsed TOML document; relative paths are relative to `base`."""
     d = Settings()
-    top = {"temporal", "database", "gateway", "dns", "portal", "smtp", "timing", "dashboard", "paths"}
+    top = {"temporal", "database", "gateway", "dns", "portal", "smtp", "timing", "dashboard", "agent", "paths"}
     _check_keys(raw, top, "config")
 
     t = _table(raw, "temporal")
@@ -326,6 +346,8 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         mode=str(p.get("mode", d.portal.mode)),
         url=str(p.get("url", d.portal.url)),
         domain_form=str(p.get("domain_form", d.portal.domain_form)),
+        tsl_form=str(p.get("tsl_form", d.portal.tsl_form)),
+        unsecure_form=str(p.get("unsecure_form", d.portal.unsecure_form)),
         credentials_env=str(p.get("credentials_env", "")),
         credentials_file=_resolve_path(str(p.get("credentials_file", "")), base),
         timeout=parse_duration(p.get("timeout", d.portal.timeout), "portal.timeout"),
@@ -351,6 +373,18 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         listen=parse_host_port(dash.get("listen", str(d.dashboard.listen)), 8080, "dashboard.listen")
     )
 
+    ag = _table(raw, "agent")
+    _check_keys(ag, {f.name for f in fields(AgentConfig)}, "agent")
+    agent = AgentConfig(
+        nft=_str_list(ag.get("nft", list(d.agent.nft)), "agent.nft") or d.agent.nft,
+        nft_table=str(ag.get("nft_table", d.agent.nft_table)),
+        nft_input_chain=str(ag.get("nft_input_chain", d.agent.nft_input_chain)),
+        nft_output_chain=str(ag.get("nft_output_chain", d.agent.nft_output_chain)),
+        postconf=_str_list(ag.get("postconf", list(d.agent.postconf)), "agent.postconf") or d.agent.postconf,
+    )
+    if len(agent.nft_table.split()) != 2:
+        raise ConfigError("agent.nft_table", f"{agent.nft_table!r} is not 'FAMILY NAME', e.g. 'inet filter'")
+
     return Settings(
         temporal=temporal,
         database=DatabaseConfig(url),
@@ -360,6 +394,7 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         smtp=smtp,
         timing=timing,
         dashboard=dashboard,
+        agent=agent,
         var_dir=var_dir,
         source=source,
     )

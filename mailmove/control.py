@@ -12,6 +12,9 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import (
     SearchAttributePair,
@@ -23,13 +26,29 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from mailmove.config import Settings
-from mailmove.inputs import DomainMoveRequest, FieldError, check_reachable, domain_move_input
+from mailmove.inputs import (
+    DomainMoveRequest,
+    FieldError,
+    ServerMoveRequest,
+    check_reachable,
+    domain_move_input,
+    server_move_input,
+)
 from mailmove.names import BadName, to_alabel
 from store.db import ready
 from store.records import audit_trail, list_migrations
 from workflows import search
 from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import CancelInput, ConfirmInput, DomainMoveInput, ExtendInput, MoveStatus
+from workflows.migration import Migration
+from workflows.model import (
+    CancelInput,
+    ConfirmInput,
+    DomainMoveInput,
+    ExtendInput,
+    MoveStatus,
+    ServerMoveInput,
+)
+from workflows.server_move import ServerMoveWorkflow
 
 DOMAIN_PREFIX = "domain-move:"
 SERVER_PREFIX = "server-move:"
@@ -39,12 +58,22 @@ class Refused(Exception):
     """The request is well-formed but cannot be carried out now (exit status 2)."""
 
 
-def workflow_id(text: str) -> str:
-    """`domain-move:<domain>`, `server-move:<fqdn>`, or a bare name meaning a domain move."""
+def workflow_id(text: str, settings: Settings | None = None) -> str:
+    """`domain-move:<domain>`, `server-move:<fqdn>`, or a bare name: the domain move of that
+    name, unless only a server move of that name is known (to the store of `settings`)."""
     if text.startswith((DOMAIN_PREFIX, SERVER_PREFIX)):
         prefix, _, name = text.partition(":")
         return f"{prefix}:{_alabel('ID', name)}"
-    return DOMAIN_PREFIX + _alabel("ID", text)
+    name = _alabel("ID", text)
+    if settings is not None:
+        known = {m["id"] for m in migrations(settings)}
+        if DOMAIN_PREFIX + name not in known and SERVER_PREFIX + name in known:
+            return SERVER_PREFIX + name
+    return DOMAIN_PREFIX + name
+
+
+def host_name(text: str) -> str:
+    return _alabel("host", text)
 
 
 def _alabel(field_: str, text: str) -> str:
@@ -57,15 +86,42 @@ def _alabel(field_: str, text: str) -> str:
 async def prepare_domain_move(settings: Settings, request: DomainMoveRequest) -> DomainMoveInput:
     """The validated workflow input; FieldError names what is wrong. Nothing is started."""
     move = domain_move_input(settings, request)
-    await check_reachable(settings, move)
+    await check_reachable(settings, move.portal_mode, move.domain, move.dns_mode)
+    return move
+
+
+async def prepare_server_move(settings: Settings, request: ServerMoveRequest) -> ServerMoveInput:
+    """The validated workflow input; FieldError names what is wrong. Nothing is started."""
+    move = server_move_input(settings, request)
+    await check_reachable(settings, move.portal_mode)
     return move
 
 
 async def start_domain_move(client: Client, settings: Settings, move: DomainMoveInput) -> str:
-    wid = DOMAIN_PREFIX + move.domain
+    return await _start(client, settings, DomainMoveWorkflow.run, move, "domain", move.domain)
+
+
+async def start_server_move(client: Client, settings: Settings, move: ServerMoveInput) -> str:
+    return await _start(client, settings, ServerMoveWorkflow.run, move, "server", move.new_fqdn)
+
+
+async def agent_polls(client: Client, settings: Settings, task_queue: str) -> bool:
+    """Whether a host agent has polled its task queue lately (Temporal keeps pollers ~1 min)."""
+    description = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=settings.temporal.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        )
+    )
+    return bool(description.pollers)
+
+
+async def _start(client: Client, settings: Settings, run: Any, move: Any, kind: str, subject: str) -> str:
+    wid = (DOMAIN_PREFIX if kind == "domain" else SERVER_PREFIX) + subject
     try:
         await client.start_workflow(
-            DomainMoveWorkflow.run,
+            run,
             move,
             id=wid,
             task_queue=settings.temporal.task_queue,
@@ -73,15 +129,15 @@ async def start_domain_move(client: Client, settings: Settings, move: DomainMove
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=TypedSearchAttributes(
                 [
-                    SearchAttributePair(search.KIND, "domain"),
-                    SearchAttributePair(search.SUBJECT, move.domain),
+                    SearchAttributePair(search.KIND, kind),
+                    SearchAttributePair(search.SUBJECT, subject),
                     SearchAttributePair(search.STAGE, "preflight"),
                     SearchAttributePair(search.STATE, "running"),
                 ]
             ),
         )
     except WorkflowAlreadyStartedError:
-        raise Refused(f"{move.domain} is already moving ({wid}); see `mailmove show {wid}`") from None
+        raise Refused(f"{subject} is already moving ({wid}); see `mailmove show {wid}`") from None
     return wid
 
 
@@ -110,7 +166,7 @@ async def show(client: Client, settings: Settings, wid: str) -> Shown:
         return Shown(None, "UNKNOWN", audit, "Temporal no longer holds this workflow: history from the database")
     execution = description.status.name if description.status else "UNKNOWN"
     try:
-        status = await handle.query(DomainMoveWorkflow.status, rpc_timeout=timedelta(seconds=10))
+        status = await handle.query("status", result_type=MoveStatus, rpc_timeout=timedelta(seconds=10))
     except (TimeoutError, RPCError) as exc:
         return Shown(None, execution, audit, f"no worker answered the status query ({exc}); is `mailmove up` running?")
     _merge_pending(status, description.raw_description.pending_activities)
@@ -167,15 +223,15 @@ async def _update(handle: WorkflowHandle, update: Any, arg: Any) -> str:
 
 
 async def confirm(client: Client, wid: str, request: ConfirmInput) -> str:
-    return await _update(client.get_workflow_handle(wid), DomainMoveWorkflow.confirm, request)
+    return await _update(client.get_workflow_handle(wid), Migration.confirm, request)
 
 
 async def extend(client: Client, wid: str, request: ExtendInput) -> str:
-    return await _update(client.get_workflow_handle(wid), DomainMoveWorkflow.extend, request)
+    return await _update(client.get_workflow_handle(wid), Migration.extend, request)
 
 
 async def cancel(client: Client, wid: str, request: CancelInput) -> str:
-    return await _update(client.get_workflow_handle(wid), DomainMoveWorkflow.cancel, request)
+    return await _update(client.get_workflow_handle(wid), Migration.cancel, request)
 
 
 def jsonable(value: Any) -> Any:

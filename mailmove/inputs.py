@@ -7,17 +7,21 @@ Shared by the CLI and the dashboard; each failure names the field to fix.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import ipaddress
+import uuid
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dns.asyncquery
 import dns.exception
 import dns.message
 import httpx
+from email_validator import EmailNotValidError, validate_email
 
-from mailmove.config import HostPort, Settings, read_tsig_keyfile
-from mailmove.names import BadName, to_alabel, to_ulabel
-from workflows.model import DomainMoveInput
+from mailmove.config import ConfigError, HostPort, Settings, SmtpConfig, parse_host_port, read_tsig_keyfile
+from mailmove.names import BadName, is_address, to_alabel, to_ulabel
+from mailmove.temporal import host_queue
+from workflows.model import RELAY_SCOPES, DomainMoveInput, Relay, RelayTestQuery, ServerMoveInput, TslEntry
 
 DNS_MODES = ("rfc2136", "centre")
 PORTAL_MODES = ("manual", "http")
@@ -37,6 +41,25 @@ class DomainMoveRequest:
     dns_mode: str = "rfc2136"
     portal_mode: str = ""  # empty: the configured mode
     legacy_preference: int | None = None  # None: the gateway profile's
+    actor: str = ""
+
+
+@dataclass
+class ServerMoveRequest:
+    old: str
+    new: str
+    new_ipv4: str
+    new_ipv6: str = ""
+    relay_scope: str = "external"
+    institution: str = ""
+    admins: list[str] = field(default_factory=list)
+    contact: str = ""
+    sender_domains: list[str] = field(default_factory=list)
+    mail_from: str = ""  # default: postmaster@ the first sender domain
+    rcpt: str = ""  # default: the contact address
+    send: bool = False
+    agent: bool = True  # a host agent runs on the new server (`mailmove worker --host NEW`)
+    portal_mode: str = ""
     actor: str = ""
 
 
@@ -84,6 +107,117 @@ def domain_move_input(settings: Settings, request: DomainMoveRequest) -> DomainM
     )
 
 
+def _address(field: str, text: str, version: int) -> str:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise FieldError(field, f"{text!r} is not an IPv{version} address") from None
+    if address.version != version:
+        raise FieldError(field, f"{text!r} is not an IPv{version} address")
+    if address.is_unspecified or address.is_multicast:
+        raise FieldError(field, f"{text} cannot be a mail server's address")
+    return str(address)
+
+
+def _mailbox(field: str, text: str) -> str:
+    """An address as the gateway sees it (no DNS lookup here: preflight does DNS)."""
+    try:
+        return validate_email(text, check_deliverability=False, allow_smtputf8=False).normalized
+    except EmailNotValidError as exc:
+        raise FieldError(field, f"{text!r}: {exc}") from None
+
+
+def server_move_input(settings: Settings, request: ServerMoveRequest) -> ServerMoveInput:
+    """The workflow input, or a FieldError naming the option to fix; no I/O."""
+    gateway = settings.gateway
+    old = _name("old", request.old)
+    new = _name("new", request.new)
+    ipv4 = _address("new_ipv4", request.new_ipv4, 4)
+    ipv6 = _address("new_ipv6", request.new_ipv6, 6) if request.new_ipv6 else ""
+    if request.relay_scope not in RELAY_SCOPES:
+        raise FieldError("relay_scope", f"{request.relay_scope!r} is not one of {', '.join(RELAY_SCOPES)}")
+    portal_mode = request.portal_mode or settings.portal.mode
+    if portal_mode not in PORTAL_MODES:
+        raise FieldError("portal", f"{portal_mode!r} is not one of {', '.join(PORTAL_MODES)}")
+    senders = [_name("sender_domain", d) for d in request.sender_domains]
+    entry = TslEntry(
+        institution=request.institution.strip(),
+        admins=[a.strip() for a in request.admins if a.strip()],
+        contact=_mailbox("contact", request.contact) if request.contact else "",
+        sender_domains=senders,
+    )
+    for admin in entry.admins:
+        if any(c.isspace() or c in "@,;" for c in admin):
+            raise FieldError("admin", f"{admin!r} is not a TU-ID (give one per --admin)")
+    if request.relay_scope != "internal" and (problems := entry.problems()):
+        raise FieldError(*problems[0])
+    if not request.mail_from and not senders:
+        raise FieldError("mail_from", "give the envelope sender of the relay test (an address that receives mail)")
+    mail_from = _mailbox("mail_from", request.mail_from or f"postmaster@{senders[0]}")
+    if not request.rcpt and not entry.contact:
+        raise FieldError("rcpt", "give the relay test's recipient (or --contact)")
+    rcpt = _mailbox("rcpt", request.rcpt or entry.contact)
+    relay = {
+        "external": Relay(gateway.relay.host, gateway.relay.port, tls=True),
+        "internal": Relay(gateway.relay_internal.host, gateway.relay_internal.port, tls=True),
+        "unsecure": Relay(gateway.relay_unsecure.host, gateway.relay_unsecure.port, tls=False),
+    }[request.relay_scope]
+    return ServerMoveInput(
+        old_fqdn=old,
+        new_fqdn=new,
+        new_ipv4=ipv4,
+        new_ipv6=ipv6,
+        relay_scope=request.relay_scope,
+        relay=relay,
+        entry=entry,
+        mail_from=mail_from,
+        rcpt=rcpt,
+        gateway_networks=list(gateway.networks),
+        internal_relay_addresses=list(gateway.internal_relay_addresses),
+        send=request.send,
+        agent_queue=host_queue(settings.temporal.task_queue, new) if request.agent else "",
+        portal_mode=portal_mode,
+        tsl_form=settings.portal.form(settings.portal.tsl_form),
+        unsecure_form=settings.portal.form(settings.portal.unsecure_form),
+        timings=settings.timing,
+        requested_by=request.actor,
+    )
+
+
+def relay_test_query(
+    settings: Settings,
+    relay: str,
+    helo: str,
+    mail_from: str,
+    rcpt: str,
+    source: str = "",
+    ca: Path | None = None,
+    send: bool = False,
+    tls: bool = True,
+) -> tuple[RelayTestQuery, SmtpConfig]:
+    """`mailmove relay-test`'s options as the test's query, and the SMTP settings to run it with."""
+    try:
+        target = parse_host_port(relay, 25, "relay")
+    except ConfigError as exc:
+        raise FieldError("relay", str(exc).split(": ", 1)[1]) from None
+    host = target.host if is_address(target.host) else _name("relay", target.host)
+    if source and not is_address(source):
+        raise FieldError("source", f"{source!r} is not an IP address of this machine")
+    if ca is not None and not ca.is_file():
+        raise FieldError("ca", f"{ca} does not exist")
+    smtp = replace(settings.smtp, ca_file=str(ca)) if ca else settings.smtp
+    query = RelayTestQuery(
+        relay=Relay(host, target.port, tls),
+        helo=_name("helo", helo),
+        mail_from=_mailbox("mail_from", mail_from),
+        rcpt=_mailbox("rcpt", rcpt),
+        source=source,
+        send=send,
+        probe_id=uuid.uuid4().hex,
+    )
+    return query, smtp
+
+
 def tsig_key_for(settings: Settings, domain: str) -> str:
     """The name of the key that signs updates of `domain`'s zone; FieldError if it is missing."""
     path = settings.dns.tsig_keyfile
@@ -108,30 +242,32 @@ async def _dns_answers(server: HostPort, name: str, timeout: float) -> None:
     await dns.asyncquery.tcp(dns.message.make_query(name, "SOA"), server.host, port=server.port, timeout=timeout)
 
 
-async def check_reachable(settings: Settings, move: DomainMoveInput) -> None:
-    """Every configured server this move will talk to answers; FieldError names the first that does not."""
+async def check_reachable(settings: Settings, portal_mode: str, domain: str = "", dns_mode: str = "") -> None:
+    """Every configured server a move will talk to answers; FieldError names the first that does not.
+
+    `domain` (a domain move's) adds its zone's authoritative and update servers."""
     checks: list[tuple[str, asyncio.Future]] = []
     timeout = settings.dns.timeout
-    zone = settings.dns.zone_for(move.domain)
+    zone = settings.dns.zone_for(domain) if domain else None
     if zone:
         prefix = f'dns.zones."{zone.name}"'
         for server in zone.authoritative:
             checks.append((f"{prefix}.authoritative ({server})", _dns_answers(server, zone.name, timeout)))
-        if zone.update_server and move.dns_mode == "rfc2136":
+        if zone.update_server and dns_mode == "rfc2136":
             checks.append(
                 (f"{prefix}.update_server ({zone.update_server})", _dns_answers(zone.update_server, zone.name, timeout))
             )
     for server in settings.dns.resolvers:
-        checks.append((f"dns.resolvers ({server})", _dns_answers(server, move.domain, timeout)))
-    if move.portal_mode == "http":
+        checks.append((f"dns.resolvers ({server})", _dns_answers(server, domain or ".", timeout)))
+    if portal_mode == "http":
         checks.append((f"portal.url ({settings.portal.url})", _http_answers(settings.portal.url, timeout)))
     results = await asyncio.gather(*(c for _, c in checks), return_exceptions=True)
-    for (field, _), result in zip(checks, results, strict=True):
+    for (what, _), result in zip(checks, results, strict=True):
         if isinstance(result, BaseException):
             reason = (
                 "timed out" if isinstance(result, dns.exception.Timeout) else (str(result) or type(result).__name__)
             )
-            raise FieldError(field.split(" ")[0], f"{field.split(' ', 1)[1]} does not answer: {reason}")
+            raise FieldError(what.split(" ")[0], f"{what.split(' ', 1)[1]} does not answer: {reason}")
 
 
 async def _http_answers(url: str, timeout: float) -> None:

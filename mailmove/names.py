@@ -6,6 +6,7 @@ encoder itself does not enforce for ASCII input.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import idna
@@ -66,3 +67,12 @@ def to_ulabel(alabel: str) -> str:
         return idna.decode(alabel)
     except idna.IDNAError:
         return alabel
+
+
+def is_address(text: str) -> bool:
+    """An IPv4 or IPv6 address literal, rather than a name."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

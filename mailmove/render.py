@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mailmove.control import Shown
-from workflows.model import StageState
+from workflows.model import MoveStatus, RelayTranscript, StageState
 
 STATE_STYLE = {
     "done": "green",
@@ -99,6 +99,8 @@ def shown(view: Shown) -> Group:
                     )
                 )
             )
+        if status.kind == "server":
+            parts += server_parts(status)
         if status.message:
             parts.append(Text(status.message, style="green" if status.state.value == "done" else ""))
     if view.audit:
@@ -109,6 +111,57 @@ def shown(view: Shown) -> Group:
             audit.add_row(_when(e["at"]), e["actor"], e["action"], e["stage"], e["detail"])
         parts.append(audit)
     return Group(*parts)
+
+
+def server_parts(status: MoveStatus) -> list[Any]:
+    """What a server move adds: warnings, the firewall rules and MTA lines to set, the relay test."""
+    parts: list[Any] = [Text(f"! {w}", style="yellow") for w in status.warnings]
+    current = next(s for s in status.stages if s.name == status.stage)
+    if status.firewall and status.stage == "open_firewall" and current.state == StageState.WAITING:
+        parts.append(Text("Firewall rules to apply (nftables; iptables and ufw in --json):", style="bold yellow"))
+        parts.append(Text(status.firewall.nftables))
+    if status.firewall_change:
+        change = status.firewall_change
+        parts.append(Text(f"firewall: {change.detail}" + "".join(f"\n  + {a}" for a in change.added)))
+    if status.postfix:
+        parts.append(Text("Postfix main.cf for the relay:\n  " + "\n  ".join(status.postfix)))
+    if status.transcript:
+        parts.append(Text(f"relay test: {status.transcript.verdict}: {status.transcript.cause}"))
+        parts.append(swaks(status.transcript))
+    return parts
+
+
+def swaks(transcript: RelayTranscript) -> Text:
+    """The dialogue as swaks prints it: `->` sent, `<-` received, `~>`/`<~` inside TLS."""
+    out = Text()
+    out.append(f"=== Trying {transcript.relay}" + (f" from {transcript.source}" if transcript.source else "") + "\n")
+    encrypted = False
+    for step in transcript.steps:
+        if step.step == "tls":
+            out.append(f"=== {step.reply}\n", style="cyan" if step.ok else "red")
+            if transcript.tls and step.ok:
+                out.append(f"=== certificate SHA-256 {transcript.tls.fingerprint}\n", style="cyan")
+                encrypted = True
+            continue
+        sent, got = ("~>", "<~") if encrypted else ("->", "<-")
+        if step.sent:
+            out.append(f" {sent} {step.sent}\n")
+        lines = step.reply.splitlines() or [""]
+        code = "" if step.code is None else str(step.code)
+        for i, line in enumerate(lines):
+            sep = " " if i == len(lines) - 1 else "-"
+            out.append(f"{got}  {code}{sep if code else ''}{line}\n", style="" if step.ok else "red")
+    return out
+
+
+def step_verdicts(transcript: RelayTranscript) -> Table:
+    table = Table(show_edge=False, title=f"verdict: {transcript.verdict}", title_justify="left")
+    for column in ("step", "reply", "verdict"):
+        table.add_column(column, overflow="fold")
+    for step in transcript.steps:
+        reply = f"{step.code or ''} {step.reply.splitlines()[0] if step.reply else ''}".strip()
+        table.add_row(step.step, reply, Text("ok" if step.ok else "FAILED", style="green" if step.ok else "bold red"))
+    return table
 
 
 def console(stderr: bool = False) -> Console:

@@ -33,3 +33,8 @@ async def register_search_attributes(client: Client, namespace: str) -> None:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
+
+
+def host_queue(task_queue: str, fqdn: str) -> str:
+    """The task queue of the host agent on `fqdn`: Temporal's worker-specific task queue."""
+    return f"{task_queue}-host-{fqdn}"

@@ -206,7 +206,8 @@ class DnsWorld:
             _options(
                 self.resolver.directory,
                 self.resolver.port,
-                "recursion yes; allow-recursion { 127.0.0.1; }; notify no;",
+                # no built-in empty zones: the sandbox serves 127.in-addr.arpa itself
+                "recursion yes; allow-recursion { 127.0.0.1; }; notify no; empty-zones-enable no;",
             )
             + 'zone "." { type primary; file "root.db"; };\n'
             + "".join(

@@ -60,12 +60,24 @@ class Registry:
             self.requests[filed.id] = filed
             return filed
 
+    def listed(self, kind: str, address: str) -> bool:
+        """Whether a confirmed entry of `kind` (tsl, unsecure) names `address`, not withdrawn since."""
+        with self.lock:
+            entries = [f for f in self.requests.values() if f.status(self.confirm_after) == "confirmed"]
+            added = {f.filing.subject for f in entries if f.filing.kind == kind and address in _ipv4(f)}
+            removed = {f.filing.subject for f in entries if f.filing.kind == f"{kind}-removal" and address in _ipv4(f)}
+            return bool(added - removed)
+
     def registered(self, domain: str) -> bool:
         with self.lock:
             return any(
                 f.filing.kind == "domain" and f.filing.subject == domain and f.status(self.confirm_after) == "confirmed"
                 for f in self.requests.values()
             )
+
+
+def _ipv4(filed: Filed) -> list[str]:
+    return [a.strip() for a in filed.filing.values.get("ipv4", "").split(",")]
 
 
 def app(registry: Registry) -> FastAPI:

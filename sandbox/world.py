@@ -1,8 +1,11 @@
 """The whole local world of a demo or a test, and the mailmove configuration pointing at it.
 
-A department zone (with the legacy mail host), a zone for the gateway's MX hosts, BIND
-primary/secondary/resolver serving both, the portal stand-in and the gateway SMTP
-stand-in. Nothing listens beyond 127.0.0.1 and every port is chosen at run time.
+A department zone (the legacy mail host, a new server `mx2` with matching reverse DNS and a
+server `mx3` whose PTR names another host), the reverse zone of 127.0.0.0/8, a zone for the
+gateway's MX hosts and relays; BIND primary/secondary/resolver serving them, the portal
+stand-in, the gateway SMTP stand-in and the three relays, whose `mailout` relays only for
+addresses on a confirmed TrustedServerList entry. Nothing listens beyond 127.0.0.1 and every
+port is chosen at run time.
 """
 
 from __future__ import annotations
@@ -12,12 +15,22 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import trustme
+
 from sandbox.bind import DnsWorld, Zone, free_port
-from sandbox.gateway_smtp import GatewaySmtp
 from sandbox.portal import PortalServer, Registry
+from sandbox.smtp import GatewayHandler, RelayHandler, SmtpServer
 
 GATEWAY_ZONE = "gw.sandbox.test"
 GATEWAY_MX = [f"{x}2681.mx.{GATEWAY_ZONE}" for x in "abc"]
+RELAYS = {
+    "external": f"mailout.{GATEWAY_ZONE}",
+    "internal": f"mailout-intern.{GATEWAY_ZONE}",
+    "unsecure": f"mailout-unsecure.{GATEWAY_ZONE}",
+}
+# the department's servers: the old one, a new one with matching reverse DNS, one without
+SERVERS = {"mail": "127.0.0.1", "mx2": "127.0.0.2", "mx3": "127.0.0.3"}
+PTR_OF = {"mx3": "www"}  # mx3's address points back at another name
 
 
 def department_zone(domain: str, ttl: int, legacy: str = "mail") -> Zone:
@@ -29,7 +42,7 @@ def department_zone(domain: str, ttl: int, legacy: str = "mail") -> Zone:
             "ns1 A 127.0.0.1",
             "ns2 A 127.0.0.1",
             f"@ MX 10 {legacy}",
-            f"{legacy} A 127.0.0.1",
+            *(f"{name} A {address}" for name, address in SERVERS.items()),
             "www A 127.0.0.1",
         ],
         ttl=ttl,
@@ -37,10 +50,29 @@ def department_zone(domain: str, ttl: int, legacy: str = "mail") -> Zone:
     )
 
 
+def reverse_zone(domain: str) -> Zone:
+    return Zone(
+        "127.in-addr.arpa",
+        [
+            "@ NS localhost.",
+            *(
+                f"{'.'.join(reversed(address.split('.')[1:]))} PTR {PTR_OF.get(name, name)}.{domain}."
+                for name, address in SERVERS.items()
+            ),
+        ],
+        ttl=300,
+    )
+
+
 def gateway_zone() -> Zone:
     return Zone(
         GATEWAY_ZONE,
-        ["@ NS ns1", "ns1 A 127.0.0.1", *(f"{h.split('.')[0]}.mx A 127.0.0.1" for h in GATEWAY_MX)],
+        [
+            "@ NS ns1",
+            "ns1 A 127.0.0.1",
+            *(f"{h.split('.')[0]}.mx A 127.0.0.1" for h in GATEWAY_MX),
+            *(f"{h.split('.')[0]} A 127.0.0.1" for h in RELAYS.values()),
+        ],
         ttl=300,
     )
 
@@ -60,25 +92,42 @@ class Sandbox:
         self.options = options
         self.root = Path(options.root or tempfile.mkdtemp(prefix="mailmove-sandbox-"))
         self.dns = DnsWorld(
-            [department_zone(d, options.ttl) for d in options.domains] + [gateway_zone()],
+            [department_zone(d, options.ttl) for d in options.domains]
+            + [reverse_zone(options.domains[0]), gateway_zone()],
             root=self.root / "dns",
             notify=options.notify,
             secondaries=options.secondaries,
         )
         self.registry = Registry(confirm_after=options.confirm_after)
         self.portal = PortalServer(self.registry)
-        self.smtp = GatewaySmtp(
-            GATEWAY_MX, lambda rcpt: self.registry.registered(rcpt.rpartition("@")[2].lower()), self.root / "tls"
-        )
+        self.ca = trustme.CA()
+        self.ca_file = self.root / "tls" / "sandbox-ca.pem"
+        self.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        registered = GatewayHandler(lambda rcpt: self.registry.registered(rcpt.rpartition("@")[2].lower()))
+        self.smtp = SmtpServer(registered, self.ca, GATEWAY_MX)
+        self.relays = {
+            "external": SmtpServer(
+                RelayHandler(lambda peer, helo: self.registry.listed("tsl", peer)), self.ca, [RELAYS["external"]]
+            ),
+            "internal": SmtpServer(RelayHandler(), self.ca, [RELAYS["internal"]]),
+            "unsecure": SmtpServer(
+                RelayHandler(lambda peer, helo: self.registry.listed("unsecure", peer)),
+                self.ca,
+                [RELAYS["unsecure"]],
+                starttls=False,
+            ),
+        }
 
     def start(self) -> Sandbox:
         self.dns.start()
         self.portal.start()
-        self.smtp.start()
+        for server in (self.smtp, *self.relays.values()):
+            server.start()
         return self
 
     def stop(self) -> None:
-        for part in (self.smtp, self.portal, self.dns):
+        for part in (self.smtp, *self.relays.values(), self.portal, self.dns):
             try:
                 part.stop()
             except Exception:  # noqa: BLE001 - stop the rest regardless
@@ -97,6 +146,7 @@ class Sandbox:
         task_queue: str = "mailmove",
         portal_mode: str = "http",
         timing: dict[str, float] | None = None,
+        agent: dict[str, list[str]] | None = None,
     ) -> str:
         """A mailmove TOML configuration for this world (the embedded stack unless an address is given)."""
         var = self.root / "var"
@@ -122,14 +172,24 @@ class Sandbox:
             f'embedded_listen = "127.0.0.1:{free_port()}"\nembedded_ui_port = {free_port()}\n\n'
             f"[paths]\nvar = {q(str(var))}\n\n"
             f"[database]\nurl = {q(database_url or f'sqlite:///{var}/mailmove.db')}\n\n"
-            f"[gateway]\nmx = {q(GATEWAY_MX)}\nsmtp_port = {self.smtp.port}\n\n"
+            f"[gateway]\nmx = {q(GATEWAY_MX)}\nsmtp_port = {self.smtp.port}\n"
+            + "".join(
+                f"{key} = {q(f'{RELAYS[scope]}:{self.relays[scope].port}')}\n"
+                for key, scope in (
+                    ("relay", "external"),
+                    ("relay_internal", "internal"),
+                    ("relay_unsecure", "unsecure"),
+                )
+            )
+            + "\n"
             f"[dns]\nresolvers = [{q(self.dns.resolver.address)}]\ntsig_keyfile = {q(str(self.dns.keyfile))}\n"
             f"timeout = 2\n\n{zones}"
             f"[portal]\nmode = {q(portal_mode)}\nurl = {q(self.portal.url)}\n\n"
-            f'[smtp]\nhelo = "probe.sandbox.test"\nca_file = {q(str(self.smtp.ca_file))}\ntimeout = 10\n\n'
+            f'[smtp]\nhelo = "probe.sandbox.test"\nca_file = {q(str(self.ca_file))}\ntimeout = 10\n\n'
             "[timing]\n"
             + "".join(f"{k} = {v}\n" for k, v in timing.items())
             + f'\n[dashboard]\nlisten = "127.0.0.1:{free_port()}"\n'
+            + ("\n[agent]\n" + "".join(f"{k} = {q(v)}\n" for k, v in agent.items()) if agent else "")
         )
 
     def write_config(self, path: Path | None = None, **kwargs) -> Path:

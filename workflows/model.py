@@ -44,6 +44,21 @@ DOMAIN_STAGES = (
 )
 
 
+SERVER_STAGES = (
+    "preflight",
+    "request_tsl",
+    "await_tsl",
+    "open_firewall",
+    "relay_test",
+    "await_cutover",
+    "remove_old_tsl",
+    "done",
+)
+
+# The three relays of the gateway (DESIGN.md): what a server may send through, and its list.
+RELAY_SCOPES = ("external", "internal", "unsecure")
+
+
 @dataclass(frozen=True, order=True)
 class MxRecord:
     preference: int
@@ -75,6 +90,11 @@ class Timings:
     portal_timeout: float = 90.0
     probe_timeout: float = 180.0
     heartbeat_timeout: float = 20.0
+    # server move: the relay test is repeated with backoff until the TSL entry works
+    relay_retry_initial: float = 60.0
+    relay_retry_max: float = 3600.0
+    relay_test_limit: float = 3 * 86400.0  # then the stage needs attention
+    agent_timeout: float = 120.0  # one firewall change or relay test on the host agent
 
 
 @dataclass
@@ -91,6 +111,164 @@ class DomainMoveInput:
     timings: Timings = field(default_factory=Timings)
     requested_by: str = ""
     domain_display: str = ""  # U-label form, for people
+
+
+@dataclass
+class Relay:
+    host: str  # A-label name (or an address literal)
+    port: int
+    tls: bool  # STARTTLS with TLS 1.2 or newer required (mailout, mailout-intern)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass
+class TslEntry:
+    """What the centre's TrustedServerList (or MailOut-Unsecure list) form asks for."""
+
+    institution: str
+    admins: list[str]  # TU-IDs, at least two
+    contact: str
+    sender_domains: list[str]  # A-labels
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, what to fix) for each part the centre's form needs and this entry lacks."""
+        found = []
+        if not self.institution.strip():
+            found.append(("institution", "the name of the institution is required"))
+        if len({a.strip().lower() for a in self.admins if a.strip()}) < 2:
+            found.append(("admin", "name at least two admins by their TU-ID (the centre removes orphaned entries)"))
+        if not self.contact.strip():
+            found.append(("contact", "a contact address for technical questions is required"))
+        if not self.sender_domains:
+            found.append(("sender_domain", "name the mail domains the server sends from"))
+        return found
+
+
+@dataclass
+class ServerMoveInput:
+    old_fqdn: str  # A-label
+    new_fqdn: str  # A-label
+    new_ipv4: str
+    new_ipv6: str
+    relay_scope: str  # one of RELAY_SCOPES
+    relay: Relay
+    entry: TslEntry
+    mail_from: str  # the envelope sender of the relay test: an address that receives mail
+    rcpt: str  # the relay test's recipient
+    gateway_networks: list[str]
+    internal_relay_addresses: list[str]
+    send: bool = False  # the relay test also sends a message (DATA)
+    agent_queue: str = ""  # the host agent's task queue; empty: firewall and relay test by hand
+    portal_mode: str = "manual"
+    tsl_form: str = ""
+    unsecure_form: str = ""
+    timings: Timings = field(default_factory=Timings)
+    requested_by: str = ""
+
+
+@dataclass
+class ServerQuery:
+    fqdn: str
+    ipv4: str
+    ipv6: str
+    sender_domains: list[str]
+    old_fqdn: str
+
+
+@dataclass
+class AddressCheck:
+    address: str
+    ptr: list[str]
+    ok: bool  # a PTR names the server and that name resolves back to the address
+
+
+@dataclass
+class ServerIdentity:
+    """Preflight of a server move: forward-confirmed reverse DNS and the sender domains."""
+
+    forward: list[str]
+    reverse: list[AddressCheck]
+    old_addresses: list[str]
+    problems: list[str]  # each says what to fix; empty when all is well
+
+
+@dataclass
+class FirewallPlan:
+    """tcp/25 in from `inbound`, out to `outbound`: the gateway's rules for one server."""
+
+    server: str
+    inbound: list[str]
+    outbound: list[str]
+
+
+@dataclass
+class FirewallRules:
+    nftables: str
+    iptables: str
+    ufw: str
+
+
+@dataclass
+class FirewallChange:
+    changed: bool
+    added: list[str]  # "in 130.83.156.224/27", "out 2001:41b8:83f:1610::/63", ...
+    removed: list[str]
+    detail: str
+
+
+@dataclass
+class RelayTestQuery:
+    relay: Relay
+    helo: str
+    mail_from: str
+    rcpt: str
+    source: str = ""  # bind to this local address (the server's own outbound address)
+    send: bool = False
+    probe_id: str = ""
+
+
+@dataclass
+class SmtpStep:
+    step: str  # banner, ehlo, starttls, tls, ehlo, mail, rcpt, data, quit
+    sent: str  # the command line as sent ("" for the banner and the handshake)
+    code: int | None
+    reply: str
+    ok: bool
+
+
+@dataclass
+class TlsSession:
+    version: str
+    cipher: str
+    fingerprint: str  # SHA-256 of the relay's certificate
+    subject: str
+    not_after: str
+
+
+@dataclass
+class RelayTranscript:
+    relay: str
+    source: str
+    verdict: str  # passed, retry, unreachable, relay_denied, tls_refused, certificate, sender_rejected, rejected
+    cause: str  # one line in the postmaster's terms
+    steps: list[SmtpStep]
+    tls: TlsSession | None = None
+    queue_id: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "passed"
+
+
+@dataclass
+class PostfixCheck:
+    expected: dict[str, str]
+    actual: dict[str, str]
+    mismatches: list[str]  # the lines to set
+    note: str = ""  # why nothing could be read, if so
 
 
 @dataclass
@@ -189,7 +367,7 @@ class PortalFiling:
 
     key: str
     workflow_id: str
-    kind: str  # "domain"
+    kind: str  # "domain", "tsl", "tsl-removal", "unsecure", "unsecure-removal"
     subject: str
     values: dict[str, str]
 
@@ -266,6 +444,14 @@ class MoveStatus:
     resolvers: list[ResolverView] = field(default_factory=list)
     authoritative: list[ServerView] = field(default_factory=list)
     message: str = ""
+    # server moves
+    identity: ServerIdentity | None = None
+    firewall: FirewallRules | None = None
+    firewall_change: FirewallChange | None = None
+    postfix: list[str] = field(default_factory=list)  # the MTA's lines for the chosen relay
+    postfix_check: PostfixCheck | None = None
+    transcript: RelayTranscript | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
