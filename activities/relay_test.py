@@ -12,6 +12,7 @@ gateway insists on, QUIT. The verdict says what to do: `retry` (a 4xx, greylisti
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import re
@@ -251,8 +252,18 @@ class RelayTestActivities:
 
     @activity.defn
     async def relay_test(self, query: RelayTestQuery) -> RelayTranscript:
-        """Heartbeats at every step: a lost agent is noticed within the heartbeat timeout."""
+        """Heartbeats every second, also while a slow relay keeps a reply back, so a lost agent
+        is noticed within the heartbeat timeout and a slow relay is not taken for one."""
         query.probe_id = query.probe_id or uuid.uuid4().hex
-        return await run_relay_test(
-            query, self.smtp, self.dns.addresses, on_step=lambda step: activity.heartbeat(step.step)
-        )
+        steps: list[str] = []
+        beating = asyncio.create_task(_heartbeat(steps))
+        try:
+            return await run_relay_test(query, self.smtp, self.dns.addresses, on_step=lambda s: steps.append(s.step))
+        finally:
+            beating.cancel()
+
+
+async def _heartbeat(steps: list[str]) -> None:
+    while True:
+        activity.heartbeat(steps[-1] if steps else "connect")
+        await asyncio.sleep(1)

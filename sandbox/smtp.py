@@ -9,8 +9,10 @@ greylisting, a refused sender.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import ssl
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,6 +54,7 @@ class RelayHandler:
     permits: Callable[[str, str], bool] = lambda peer, helo: True
     greylist: int = 0  # answer this many RCPTs with 451 first
     refused_senders: tuple[str, ...] = ()
+    delay: float = 0.0  # seconds before answering RCPT, as a slow or tarpitting relay
     seen: list[Seen] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -65,6 +68,8 @@ class RelayHandler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         peer = session.peer[0]
         self.seen.append(Seen(peer, session.host_name or "", session.ssl is not None, envelope.mail_from, address))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.greylist > 0:
             self.greylist -= 1
             return f"451 4.7.1 <{address}>: Recipient address rejected: Greylisted, try again later"
@@ -82,8 +87,10 @@ def server_context(ca: trustme.CA, names: list[str], tls_max: ssl.TLSVersion | N
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     if tls_max is not None:
         # an old device's relay; Debian's OpenSSL may refuse such a session outright
-        context.minimum_version = ssl.TLSVersion.TLSv1
-        context.maximum_version = tls_max
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # deprecated is the point here
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = tls_max
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
     ca.issue_cert(*names).configure_cert(context)
     return context

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,7 @@ from mailmove.embedded import temporal_binary
 from mailmove.temporal import register_search_attributes
 from sandbox.world import Sandbox, SandboxOptions
 from store.db import engine, upgrade
-from worker import build_worker
+from worker import build_agent, build_worker
 from workflows import search
 from workflows.model import MoveStatus, MxRecord, mx_key
 
@@ -100,9 +101,7 @@ async def wait_for(predicate, timeout: float = 30, interval: float = 0.2, what: 
 
 
 async def status_of(handle: WorkflowHandle) -> MoveStatus:
-    from workflows.domain_move import DomainMoveWorkflow
-
-    return await handle.query(DomainMoveWorkflow.status)
+    return await handle.query("status", result_type=MoveStatus)
 
 
 async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = None, timeout: float = 60) -> MoveStatus:
@@ -118,6 +117,25 @@ async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = No
         return await wait_for(check, timeout, what=f"stage {stage} {state or ''}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; the move is at {seen}") from None
+
+
+async def reach(
+    env: WorkflowEnvironment,
+    handle: WorkflowHandle,
+    stage: str,
+    state: str = "waiting",
+    step: timedelta = timedelta(minutes=10),
+    limit: int = 300,
+) -> MoveStatus:
+    """Skip time in steps (with a breath of real time for the stand-ins) until the move is at `stage`."""
+    for _ in range(limit):
+        status = await status_of(handle)
+        current = next(s for s in status.stages if s.name == status.stage)
+        if status.stage == stage and current.state.value == state:
+            return status
+        await env.sleep(step)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} did not reach {stage}/{state}; it is at {status.stage}/{current.state.value}")
 
 
 async def skip_to_end(
@@ -181,4 +199,33 @@ async def worker_for():
     yield start
     for worker, task in running:
         await worker.shutdown()
+        await task
+
+
+@pytest.fixture
+def netns() -> str:
+    """A network namespace of the test's own: nftables there never touches the machine's ruleset."""
+    name = f"mailmove-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def nft_in(netns: str) -> list[str]:
+    return ["ip", "netns", "exec", netns, "nft"]
+
+
+@pytest.fixture
+async def agent_for():
+    """Run an in-process host agent (the real firewall, Postfix and relay-test activities)."""
+    running = []
+
+    async def start(client: Client, settings: Settings, host: str):
+        agent = build_agent(client, settings, host)
+        running.append((agent, asyncio.create_task(agent.run())))
+        return agent
+
+    yield start
+    for agent, task in running:
+        await agent.shutdown()
         await task
