@@ -30,6 +30,7 @@ from workflows import search
 from workflows.model import MoveStatus, MxRecord, mx_key
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN = os.environ.get("MAILMOVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -229,3 +230,29 @@ async def agent_for():
     for agent, task in running:
         await agent.shutdown()
         await task
+
+
+async def mailmove(config: Path, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailmove.cli",
+        "--config",
+        str(config),
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def cli_world(dev_env, worker_for, sandbox_factory):
+    world = sandbox_factory(confirm_after=10**9)
+    settings = settings_for(world, dev_env, portal_mode="manual")
+    config = world.root / "mailmove.toml"
+    await worker_for(dev_env.client, settings)
+    return world, settings, config

@@ -3,10 +3,7 @@ bad input, `--json` on every read command, a second move of a moving domain refu
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
@@ -14,37 +11,9 @@ from temporalio.service import RPCError
 
 from store.db import sessions
 from store.records import list_migrations
-from tests.conftest import settings_for, until_stage, wait_for
+from tests.conftest import mailmove, settings_for, until_stage, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN
 from workflows.domain_move import DomainMoveWorkflow
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def mailmove(config: Path, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailmove.cli",
-        "--config",
-        str(config),
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"},
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, out.decode(), err.decode()
-
-
-@pytest.fixture
-async def cli_world(dev_env, worker_for, sandbox_factory):
-    world = sandbox_factory(confirm_after=10**9)
-    settings = settings_for(world, dev_env, portal_mode="manual")
-    config = world.root / "mailmove.toml"
-    await worker_for(dev_env.client, settings)
-    return world, settings, config
 
 
 async def nothing_started(dev_env, settings, domain: str = DOMAIN) -> bool:

@@ -33,9 +33,10 @@ FAST_RETRY = {
 }
 
 
-def start_worker(config: Path) -> subprocess.Popen:
+def start_worker(config: Path, *args: str) -> subprocess.Popen:
+    """`worker.py` as its own process (`--host FQDN`: a host agent)."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py"), "--config", str(config)],
+        [sys.executable, str(ROOT / "worker.py"), "--config", str(config), *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=open(config.parent / "worker.log", "ab"),
