@@ -423,7 +423,11 @@ def sandbox_up(root: Optional[Path] = typer.Option(None, help="where the world k
             console().print(
                 f"\nsandbox: domain chem.sandbox.test, legacy host mail.chem.sandbox.test, portal {world.portal.url}\n"
                 f"try:  mailmove --config {config} domain start chem.sandbox.test --legacy-mx mail.chem.sandbox.test\n"
-                f"      mailmove --config {config} show chem.sandbox.test --watch"
+                f"      mailmove --config {config} show chem.sandbox.test --watch\n"
+                f"a server move (new server mx2.chem.sandbox.test at 127.0.0.2, firewall and relay test by hand):\n"
+                f"      mailmove --config {config} server start --old mail.chem.sandbox.test "
+                "--new mx2.chem.sandbox.test --new-ipv4 127.0.0.2 --institution Chemistry --admin ab12cdef "
+                "--admin xy34ghij --contact postmaster@chem.sandbox.test --sender-domain chem.sandbox.test --no-agent"
             )
             await stop_on_signals().wait()
 

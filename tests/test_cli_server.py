@@ -4,13 +4,17 @@ field named, nothing started on bad input, the transcript printed like swaks."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 from temporalio.service import RPCError
 
+from mailmove import control
 from sandbox.smtp import RelayHandler, SmtpServer
 from sandbox.world import RELAYS
-from tests.conftest import mailmove, until_stage
+from tests.conftest import ROOT, mailmove, until_stage, wait_for
 from workflows.server_move import ServerMoveWorkflow
 
 OLD, NEW = "mail.chem.sandbox.test", "mx2.chem.sandbox.test"
@@ -181,3 +185,30 @@ async def test_relay_test_bad_input_exits_2(cli_world, change, field):
         args += change
     code, out, err = await mailmove(config, "relay-test", *args)
     assert code == 2 and field in err, (out, err)
+
+
+async def test_start_warns_until_a_host_agent_polls(cli_world, dev_env):
+    """`server start` says when no agent serves the new server yet; `mailmove worker --host` is one."""
+    world, settings, config = cli_world
+    args = [a for a in GOOD if a != "--no-agent"]
+    code, out, err = await mailmove(config, "server", "start", *args)
+    assert code == 0, err
+    assert f"no host agent polls {settings.temporal.task_queue}-host-{NEW}" in out
+    assert f"mailmove worker --host {NEW}" in out
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "mailmove.cli", "--config", str(config), "worker", "--host", NEW.upper()],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        async def polled() -> bool:
+            return await control.agent_polls(dev_env.client, settings, f"{settings.temporal.task_queue}-host-{NEW}")
+
+        await wait_for(polled, timeout=30, what="the host agent to poll its queue")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(15)
+    code, out, err = await mailmove(config, "cancel", NEW)
+    assert code == 0, err

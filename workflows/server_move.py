@@ -77,6 +77,7 @@ class ServerMoveWorkflow(Migration):
         self.warnings: list[str] = []
         self.entry_filed = False  # the new entry is (or may be) filed: a cancel withdraws it
         self.firewall_opened = False
+        self.firewall_by_hand = False  # a cancel then asks a person to close it again
         self.dns_timeout = policy.seconds(args.timings.dns_timeout)
         self.agent_timeout = policy.seconds(args.timings.agent_timeout)
         if args.relay_scope == "unsecure":
@@ -207,6 +208,7 @@ class ServerMoveWorkflow(Migration):
                 f"open tcp/25 on {self.args.new_fqdn} with the rules shown (nftables, iptables or ufw), "
                 f"then `mailmove confirm {workflow.info().workflow_id} {stage}`",
             )
+            self.firewall_by_hand = True
             await self.end(stage, detail="opened by hand: " + self.confirmed[stage].note)
             return
         self.firewall_opened = True
@@ -335,7 +337,13 @@ class ServerMoveWorkflow(Migration):
 
     def cancel_outcome(self) -> str:
         steps = self.undo_plan()
-        return "cancelling: " + "; ".join(steps) if steps else "cancelled; nothing had been changed"
+        outcome = "cancelling: " + "; ".join(steps) if steps else "cancelled; nothing had been changed"
+        return outcome + self.left_by_hand()
+
+    def left_by_hand(self) -> str:
+        if not self.firewall_by_hand:
+            return ""
+        return f"; left to do by hand: remove the tcp/25 rules opened on {self.args.new_fqdn}"
 
     def past_return(self) -> str:
         return f"the old entry is already being removed ({self.stage}); a cancel would not bring it back"
@@ -355,6 +363,7 @@ class ServerMoveWorkflow(Migration):
             withdrawn = self.stages["request_tsl"]
             withdrawn.state, withdrawn.waiting_for, withdrawn.detail = StageState.DONE, "", f"withdrawn: {how}"
         self.message = "cancelled; " + ("; ".join(done) + ": done" if done else "nothing had been changed")
+        self.message += self.left_by_hand()
         await self.transition(MoveState.CANCELLED, "cancelled", actor=actor, detail=self.message)
 
     @workflow.query
