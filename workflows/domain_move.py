@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -30,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
         HostQuery,
         MoveResult,
         MoveState,
-        MoveStatus,
         MxChange,
         MxRecord,
         ProbeQuery,
@@ -305,26 +305,15 @@ class DomainMoveWorkflow(Migration):
     def past_return(self) -> str:
         return f"the legacy MX is already being removed ({self.stage}); a cancel would not restore it"
 
-    @workflow.query
-    def status(self) -> MoveStatus:
-        return MoveStatus(
-            workflow_id=workflow.info().workflow_id,
-            kind=self.KIND,
-            subject=self.args.domain,
-            state=self.state,
-            stage=self.stage,
-            attention=self.attention,
-            stages=[replace(s) for s in self.stages.values()],
-            eta=self.eta,
-            original_mx=self.snapshot.mx if self.snapshot else [],
-            target_mx=self.final,
-            records_to_set=list(self.records_to_set),
-            form=dict(self.form),
-            alerts=list(self.alerts),
-            resolvers=list(self.resolvers),
-            authoritative=list(self.authoritative),
-            message=self.message,
-        )
+    def details(self) -> dict[str, Any]:
+        return {
+            "eta": self.eta,
+            "original_mx": self.snapshot.mx if self.snapshot else [],
+            "target_mx": self.final,
+            "records_to_set": list(self.records_to_set),
+            "resolvers": list(self.resolvers),
+            "authoritative": list(self.authoritative),
+        }
 
 
 def _records_to_set(domain: str, current: list[MxRecord], target: list[MxRecord], ttl: int) -> list[str]:

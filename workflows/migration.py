@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -26,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ConfirmInput,
         ExtendInput,
         MoveState,
+        MoveStatus,
         PortalFiling,
         PortalReceipt,
         StageState,
@@ -140,6 +142,26 @@ class Migration:
             raise ValueError(f"state: the move is already {self.state.value}")
         if not self.cancellable():
             raise ValueError(f"stage: {self.past_return()}")
+
+    @workflow.query
+    def status(self) -> MoveStatus:
+        return MoveStatus(
+            workflow_id=workflow.info().workflow_id,
+            kind=self.KIND,
+            subject=self.subject,
+            state=self.state,
+            stage=self.stage,
+            attention=self.attention,
+            stages=[replace(s) for s in self.stages.values()],
+            form=dict(self.form),
+            alerts=list(self.alerts),
+            message=self.message,
+            **self.details(),
+        )
+
+    def details(self) -> dict[str, Any]:
+        """The status fields of this kind of move."""
+        raise NotImplementedError
 
     def cancellable(self) -> bool:
         return self.STAGES.index(self.stage) < self.STAGES.index(self.NO_RETURN)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -31,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         FirewallPlan,
         MoveResult,
         MoveState,
-        MoveStatus,
         PostfixCheck,
         RelayTestQuery,
         RelayTranscript,
@@ -366,25 +366,14 @@ class ServerMoveWorkflow(Migration):
         self.message += self.left_by_hand()
         await self.transition(MoveState.CANCELLED, "cancelled", actor=actor, detail=self.message)
 
-    @workflow.query
-    def status(self) -> MoveStatus:
-        return MoveStatus(
-            workflow_id=workflow.info().workflow_id,
-            kind=self.KIND,
-            subject=self.args.new_fqdn,
-            state=self.state,
-            stage=self.stage,
-            attention=self.attention,
-            stages=[replace(s) for s in self.stages.values()],
-            eta=self.stages[self.stage].eta,
-            form=dict(self.form),
-            alerts=list(self.alerts),
-            message=self.message,
-            identity=self.identity,
-            firewall=self.rules,
-            firewall_change=self.firewall_change,
-            postfix=[f"{k} = {v}" for k, v in self.postfix.items()],
-            postfix_check=self.postfix_check,
-            transcript=self.transcript,
-            warnings=list(self.warnings),
-        )
+    def details(self) -> dict[str, Any]:
+        return {
+            "eta": self.stages[self.stage].eta,
+            "identity": self.identity,
+            "firewall": self.rules,
+            "firewall_change": self.firewall_change,
+            "postfix": [f"{k} = {v}" for k, v in self.postfix.items()],
+            "postfix_check": self.postfix_check,
+            "transcript": self.transcript,
+            "warnings": list(self.warnings),
+        }
