@@ -13,7 +13,7 @@ from sandbox.world import Sandbox
 from tests.conftest import nft_in, settings_for, status_of, until_stage, wait_for
 from tests.test_recovery import kill, start_worker
 from tests.workflows.test_server_move_timeskipping import NEW, OLD, filings, firewall_of, request
-from workflows.model import ConfirmInput, MoveState, StageState
+from workflows.model import CancelInput, ConfirmInput, MoveState, StageState
 from workflows.server_move import ServerMoveWorkflow, firewall_plan
 
 FAST = {
@@ -31,12 +31,15 @@ async def server_move(dev_env, worker_for, netns):
     """Start a move with an in-process worker and a host agent process; agents are killed after."""
     agents = []
 
-    async def begin(world: Sandbox, req=None, agent: bool = True):
-        settings = settings_for(world, dev_env, portal_mode="http", timing=FAST, agent={"nft": nft_in(netns)})
+    async def begin(world: Sandbox, req=None, agent: bool = True, before_start=None, postconf=None):
+        agent_config = {"nft": nft_in(netns), **({"postconf": postconf} if postconf else {})}
+        settings = settings_for(world, dev_env, portal_mode="http", timing=FAST, agent=agent_config)
         await worker_for(dev_env.client, settings)
         if agent:
             agents.append(start_worker(settings.source, "--host", NEW))
         move = await control.prepare_server_move(settings, req or request())
+        if before_start:
+            before_start()
         wid = await control.start_server_move(dev_env.client, settings, move)
         return settings, move, dev_env.client.get_workflow_handle_for(ServerMoveWorkflow.run, wid), agents
 
@@ -46,10 +49,15 @@ async def server_move(dev_env, worker_for, netns):
             kill(process)
 
 
-async def test_a_server_move_end_to_end(server_move, sandbox_factory, netns, dev_env):
+async def test_a_server_move_end_to_end(server_move, sandbox_factory, netns, dev_env, tmp_path):
     world = sandbox_factory(confirm_after=1)
-    settings, move, handle, _ = await server_move(world, request(send=True))
+    (tmp_path / "main.cf").write_text("relayhost = [smtp.old-relay.example]\n")  # Postfix not yet switched
+    (tmp_path / "master.cf").write_text("")
+    postconf = ["postconf", "-c", str(tmp_path)]
+    settings, move, handle, _ = await server_move(world, request(send=True), postconf=postconf)
     status = await until_stage(handle, "await_cutover", "waiting", timeout=90)
+    [warning] = status.warnings
+    assert f"set in main.cf: relayhost = [{move.relay.host}]:{move.relay.port}; smtp_tls_security_level" in warning
     assert firewall_of(netns) == covered(firewall_plan(move))
     assert status.firewall_change.changed and set(status.firewall_change.added) == covered(firewall_plan(move))
     assert status.transcript.passed and status.transcript.queue_id
@@ -101,3 +109,16 @@ async def test_a_host_agent_killed_during_the_relay_test(server_move, sandbox_fa
         if e.HasField("activity_task_started_event_attributes")
     ]
     assert max(attempts) >= 2  # the lost attempt timed out by heartbeat and was retried
+
+
+async def test_cancel_in_preflight_changes_nothing(server_move, sandbox_factory, netns, dev_env):
+    """The resolver stops answering after the input was checked: preflight retries its lookup,
+    and a cancel then ends the move with nothing filed and no rule added."""
+    world = sandbox_factory()
+    settings, move, handle, _ = await server_move(world, before_start=world.dns.resolver.stop)
+    status = await until_stage(handle, "preflight", "running")
+    reply = await control.cancel(dev_env.client, handle.id, CancelInput("carol"))
+    assert reply == "cancelled; nothing had been changed"
+    assert (await handle.result()).state == MoveState.CANCELLED
+    assert filings(world) == [] and firewall_of(netns) == set()
+    assert status.stages[1].state == StageState.PENDING

@@ -11,7 +11,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.dns import DnsActivities
 from tests.conftest import serial_of, served_mx, settings_for, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN, ORIGINAL, WITH_LEGACY
-from workflows.model import MxChange, MxRecord, ZoneQuery
+from workflows.model import MxChange, MxRecord, ServerQuery, ZoneQuery
 
 
 @pytest.fixture
@@ -78,3 +78,32 @@ async def test_apply_mx_to_and_from_a_name_without_mx(dns_setup):
     result = await env.run(dns.apply_mx, MxChange(DOMAIN, DOMAIN, list(WITH_LEGACY), [[]], 300))
     assert result.changed and result.before == []
     assert served_mx(world.dns.primary.port, DOMAIN) == WITH_LEGACY
+
+
+async def test_server_identity_is_forward_confirmed(dns_setup):
+    world, dns = dns_setup
+    env = ActivityEnvironment()
+    good = await env.run(
+        dns.server_identity,
+        ServerQuery("mx2.chem.sandbox.test", "127.0.0.2", "", ["chem.sandbox.test"], "mail.chem.sandbox.test"),
+    )
+    assert good.problems == [] and good.forward == ["127.0.0.2"] and good.old_addresses == ["127.0.0.1"]
+    assert [(c.address, c.ptr, c.ok) for c in good.reverse] == [("127.0.0.2", ["mx2.chem.sandbox.test"], True)]
+
+    bad = await env.run(
+        dns.server_identity,
+        ServerQuery("mx2.chem.sandbox.test", "127.0.0.9", "2001:db8::25", ["nowhere.sandbox.test"], ""),
+    )
+    assert bad.problems == [
+        "mx2.chem.sandbox.test has no A record 127.0.0.9 (it resolves to 127.0.0.2): "
+        "set `mx2.chem.sandbox.test. IN A 127.0.0.9` in the central DNS",
+        "mx2.chem.sandbox.test has no AAAA record 2001:db8::25 (it resolves to 127.0.0.2): "
+        "set `mx2.chem.sandbox.test. IN AAAA 2001:db8::25` in the central DNS",
+        "the PTR of 127.0.0.9 names nothing, not mx2.chem.sandbox.test: "
+        "set `9.0.0.127.in-addr.arpa. IN PTR mx2.chem.sandbox.test.` (forward and reverse must match)",
+        "the PTR of 2001:db8::25 names nothing, not mx2.chem.sandbox.test: set "
+        "`5.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. IN PTR mx2.chem.sandbox.test.` "
+        "(forward and reverse must match)",
+        "the sender domain nowhere.sandbox.test has no MX or address record: mail from it cannot be answered; "
+        "register it in the central DNS",
+    ]
