@@ -120,6 +120,17 @@ async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = No
         raise AssertionError(f"{exc}; the move is at {seen}") from None
 
 
+async def until_quiet(handle: WorkflowHandle, timeout: float = 30) -> None:
+    """Until none of the move's activities is running. Before a cancel on the time-skipping
+    server: the Java test server answers a cancel that races an activity's completion with
+    ACTIVITY_UNKNOWN and the workflow task never completes (seen here; the real server copes)."""
+
+    async def quiet() -> bool:
+        return not (await handle.describe()).raw_description.pending_activities
+
+    await wait_for(quiet, timeout, what="no running activity")
+
+
 async def reach(
     env: WorkflowEnvironment,
     handle: WorkflowHandle,

@@ -5,7 +5,7 @@ portal and relay stand-ins, nftables in a namespace of the test's own."""
 from __future__ import annotations
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from activities.firewall import covered
 from mailmove import control
@@ -29,7 +29,7 @@ FAST = {
 @pytest.fixture
 async def server_move(dev_env, worker_for, netns):
     """Start a move with an in-process worker and a host agent process; agents are killed after."""
-    agents = []
+    agents, handles = [], []
 
     async def begin(world: Sandbox, req=None, agent: bool = True, before_start=None, postconf=None):
         agent_config = {"nft": nft_in(netns), **({"postconf": postconf} if postconf else {})}
@@ -41,12 +41,16 @@ async def server_move(dev_env, worker_for, netns):
         if before_start:
             before_start()
         wid = await control.start_server_move(dev_env.client, settings, move)
-        return settings, move, dev_env.client.get_workflow_handle_for(ServerMoveWorkflow.run, wid), agents
+        handles.append(dev_env.client.get_workflow_handle_for(ServerMoveWorkflow.run, wid))
+        return settings, move, handles[-1], agents
 
     yield begin
     for process in agents:
         if process.poll() is None:
             kill(process)
+    for handle in handles:  # the dev server is shared: a move left running would block the next
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("test over")
 
 
 async def test_a_server_move_end_to_end(server_move, sandbox_factory, netns, dev_env, tmp_path):

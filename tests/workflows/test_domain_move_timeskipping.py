@@ -15,7 +15,7 @@ from sandbox.portal import Filing
 from sandbox.world import GATEWAY_MX
 from store.db import sessions
 from store.records import audit_trail, list_migrations
-from tests.conftest import served_mx, settings_for, skip_to_end, status_of, until_stage
+from tests.conftest import served_mx, settings_for, skip_to_end, status_of, until_quiet, until_stage
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.model import CancelInput, ConfirmInput, ExtendInput, MoveState, MxRecord, mx_key
 
@@ -162,6 +162,8 @@ async def cancel_at(env, worker_for, sandbox_factory, stage):
     if stage == "add_gateway_mx":
         assert served_mx(world.dns.primary.port, DOMAIN) == WITH_LEGACY
         assert served_mx(world.dns.secondary.port, DOMAIN) == ORIGINAL
+    if stage != "preflight":
+        await until_quiet(handle)
     reply = await handle.execute_update(DomainMoveWorkflow.cancel, CancelInput("dave", f"cancel at {stage}"))
     assert ("nothing had been changed" in reply) if stage == "preflight" else ("restored" in reply)
     result = await handle.result()

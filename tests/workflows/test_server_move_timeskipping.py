@@ -18,7 +18,7 @@ from mailmove.inputs import ServerMoveRequest
 from sandbox.world import Sandbox
 from store.db import sessions
 from store.records import audit_trail
-from tests.conftest import nft_in, reach, settings_for, skip_to_end, status_of, until_stage
+from tests.conftest import nft_in, reach, settings_for, skip_to_end, status_of, until_quiet, until_stage
 from workflows.model import CancelInput, ConfirmInput, ExtendInput, MoveState, StageState
 from workflows.server_move import ServerMoveWorkflow, firewall_plan
 
@@ -179,6 +179,20 @@ async def test_internal_relay_skips_the_list_and_tests_mailout_intern(time_env, 
     assert filings(world) == []  # nothing filed for an internal-only server
 
 
+async def test_unsecure_files_the_unsecure_list_and_tests_plain_smtp(time_env, start, sandbox_factory, netns):
+    world = sandbox_factory(confirm_after=1)
+    settings, move, handle = await start(world, req=request(relay_scope="unsecure"))
+    status = await reach(time_env, handle, "await_cutover")
+    assert any("only to campus addresses" in w for w in status.warnings)
+    assert status.transcript.passed and status.transcript.tls is None
+    assert [s.step for s in status.transcript.steps] == ["banner", "ehlo", "mail", "rcpt", "quit"]
+    assert status.postfix == [f"relayhost = [{move.relay.host}]:{move.relay.port}"]  # no TLS lines
+    assert world.relays["unsecure"].handler.seen[-1].tls is False
+    await handle.execute_update(ServerMoveWorkflow.confirm, ConfirmInput("await_cutover", "bob"))
+    assert (await handle.result()).state == MoveState.DONE
+    assert filings(world) == [("unsecure", NEW, "127.0.0.2"), ("unsecure-removal", OLD, "127.0.0.1")]
+
+
 async def test_same_name_and_address_keeps_the_entry(time_env, start, sandbox_factory, netns):
     world = sandbox_factory(confirm_after=0)
     world.registry.file("filed-years-ago", _tsl_filing())  # the server's entry exists already
@@ -212,6 +226,7 @@ async def test_cancel_undoes_what_was_done(time_env, start, sandbox_factory, net
             world.registry.confirm_after = 0  # the entry is active: the relay test passes at once
         await handle.execute_update(ServerMoveWorkflow.confirm, ConfirmInput("await_tsl", "alice"))
     await until_stage(handle, stage, "waiting")
+    await until_quiet(handle)
     reply = await handle.execute_update(ServerMoveWorkflow.cancel, CancelInput("carol", "wrong machine"))
     assert ("nothing had been changed" in reply) if not undone else reply.startswith("cancelling:")
     result = await skip_to_end(time_env, handle)
