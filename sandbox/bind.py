@@ -8,6 +8,7 @@ primary and caches what it is told, exactly as a resolver on the Internet would.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -24,19 +25,37 @@ import dns.rdatatype
 
 from mailmove import processes
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+    """A port free for both UDP and TCP on 127.0.0.1 right now.
+
+    Chosen below the kernel's ephemeral range, so that no outgoing connection or `bind(0)`
+    takes it before its server binds it, and never handed out twice by this process (a world
+    picks all its ports before it starts its servers).
+    """
+    low = _ephemeral_low()
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
+        port = random.randrange(10000, low)
+        if port in _HANDED_OUT:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                tcp.bind(("127.0.0.1", port))
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                     udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
+        except OSError:
+            continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def named_binary() -> str:
