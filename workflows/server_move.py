@@ -225,7 +225,9 @@ class ServerMoveWorkflow(Migration):
         a = self.args
         return (
             f"mailmove relay-test --relay {a.relay} --helo {a.new_fqdn} --mail-from {a.mail_from} "
-            f"--rcpt {a.rcpt} --source {a.new_ipv4}" + (" --send" if a.send else "")
+            f"--rcpt {a.rcpt} --source {a.new_ipv4}"
+            + (" --send" if a.send else "")
+            + ("" if a.relay.tls else " --no-tls")
         )
 
     async def relay_test(self) -> None:
