@@ -201,6 +201,13 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class DashboardConfig:
     listen: HostPort = HostPort("127.0.0.1", 8080)
+    # identity from a reverse proxy's header: only when named, only from these addresses
+    proxy_header: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    roles: dict[str, str] = field(default_factory=dict)  # user -> viewer|operator|admin (proxy users)
+    operator_domains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # user -> their domains
+    secure_cookies: bool = False  # true behind TLS: the session cookie is then `Secure`
+    session_secret_file: str = ""  # empty: var/dashboard-secret, made on first start
 
 
 @dataclass(frozen=True)
@@ -368,10 +375,25 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
     timing = Timings(**{k: parse_duration(v, f"timing.{k}") for k, v in tm.items()})
 
     dash = _table(raw, "dashboard")
-    _check_keys(dash, {"listen"}, "dashboard")
+    _check_keys(dash, {f.name for f in fields(DashboardConfig)}, "dashboard")
+    roles = {str(k): str(v) for k, v in _table(dash, "roles").items()}
+    for user, role in roles.items():
+        if role not in ("viewer", "operator", "admin"):
+            raise ConfigError(f'dashboard.roles."{user}"', f"{role!r} is not viewer, operator or admin")
     dashboard = DashboardConfig(
-        listen=parse_host_port(dash.get("listen", str(d.dashboard.listen)), 8080, "dashboard.listen")
+        listen=parse_host_port(dash.get("listen", str(d.dashboard.listen)), 8080, "dashboard.listen"),
+        proxy_header=str(dash.get("proxy_header", "")),
+        trusted_proxies=_str_list(dash.get("trusted_proxies", []), "dashboard.trusted_proxies"),
+        roles=roles,
+        operator_domains={
+            str(k): _str_list(v, f'dashboard.operator_domains."{k}"')
+            for k, v in _table(dash, "operator_domains").items()
+        },
+        secure_cookies=bool(dash.get("secure_cookies", False)),
+        session_secret_file=_resolve_path(str(dash.get("session_secret_file", "")), base),
     )
+    if dashboard.proxy_header and not dashboard.trusted_proxies:
+        raise ConfigError("dashboard.trusted_proxies", "name the proxy's addresses when proxy_header is set")
 
     ag = _table(raw, "agent")
     _check_keys(ag, {f.name for f in fields(AgentConfig)}, "agent")

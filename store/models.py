@@ -26,7 +26,11 @@ class Migration(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_migrations_updated_at", "updated_at"), Index("ix_migrations_subject", "subject"))
+    __table_args__ = (
+        Index("ix_migrations_updated_at", "updated_at"),
+        Index("ix_migrations_subject", "subject"),
+        Index("ix_migrations_state_updated", "state", "updated_at"),
+    )
 
 
 class AuditEvent(Base):
@@ -62,3 +66,19 @@ class PortalRequest(Base):
     status: Mapped[str] = mapped_column(String(40), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     filed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ApiToken(Base):
+    """A dashboard/API credential: only the SHA-256 of the random secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # also the secret's public prefix
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))  # whose it is: the identity of its actions
+    role: Mapped[str] = mapped_column(String(20))  # viewer, operator, admin
+    domains: Mapped[list] = mapped_column(JSON, default=list)  # an operator limited to these, if any
+    once: Mapped[bool] = mapped_column(Boolean, default=False)  # a login token, spent at first use
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)

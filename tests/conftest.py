@@ -18,6 +18,7 @@ import dns.query
 import psycopg
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from mailmove.config import Settings, load_settings
@@ -118,6 +119,17 @@ async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = No
         return await wait_for(check, timeout, what=f"stage {stage} {state or ''}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; the move is at {seen}") from None
+
+
+async def terminate_running(client: Client, *workflow_ids: str) -> None:
+    """Leave the shared dev server clean: a move left running would block the next test's."""
+    for wid in workflow_ids:
+        handle = client.get_workflow_handle(wid)
+        try:
+            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("test over")
+        except RPCError:
+            pass
 
 
 async def until_quiet(handle: WorkflowHandle, timeout: float = 30) -> None:

@@ -5,12 +5,12 @@ portal and relay stand-ins, nftables in a namespace of the test's own."""
 from __future__ import annotations
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 
 from activities.firewall import covered
 from mailmove import control
 from sandbox.world import Sandbox
-from tests.conftest import nft_in, settings_for, status_of, until_stage, wait_for
+from tests.conftest import nft_in, settings_for, status_of, terminate_running, until_stage, wait_for
 from tests.test_recovery import kill, start_worker
 from tests.workflows.test_server_move_timeskipping import NEW, OLD, filings, firewall_of, request
 from workflows.model import CancelInput, ConfirmInput, MoveState, StageState
@@ -48,9 +48,7 @@ async def server_move(dev_env, worker_for, netns):
     for process in agents:
         if process.poll() is None:
             kill(process)
-    for handle in handles:  # the dev server is shared: a move left running would block the next
-        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-            await handle.terminate("test over")
+    await terminate_running(dev_env.client, *(h.id for h in handles))
 
 
 async def test_a_server_move_end_to_end(server_move, sandbox_factory, netns, dev_env, tmp_path):

@@ -1,0 +1,247 @@
+"""The JSON API: the dashboard's reads and actions for the CLI and automation (OpenAPI at
+/docs). Errors are JSON naming the field: `{"field": ..., "message": ...}`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from dashboard.app import needs, temporal
+from dashboard.auth import ROLES, Principal, issue_token, list_tokens, revoke_token
+from dashboard.listing import Filters, page_of
+from mailmove import control
+from mailmove.config import ConfigError, parse_duration
+from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest
+from workflows.model import CancelInput, ConfirmInput, ExtendInput
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+class Problem(Exception):
+    """An API error with the field it concerns."""
+
+    def __init__(self, status: int, field: str, message: str):
+        super().__init__(message)
+        self.status, self.field, self.message = status, field, message
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"field": self.field, "message": self.message}, status_code=self.status)
+
+
+def problem_of(exc: Exception) -> Problem:
+    """FieldError → 422 (bad input); Refused → 404 for an unknown migration, else 409 (not
+    possible now), its field taken from the message."""
+    if isinstance(exc, (FieldError, ConfigError)):
+        return Problem(422, exc.field, getattr(exc, "message", str(exc)))
+    if str(exc).startswith(("no migration ", "no running migration ")):
+        return Problem(404, "id", str(exc))
+    field, _, message = str(exc).partition(": ")
+    if not message or " " in field:
+        field, message = "", str(exc)
+    return Problem(409, field, message)
+
+
+def visible_id(request: Request, principal: Principal, text: str) -> str:
+    """The workflow id behind `text`, if this principal may see it (else 404, as if unknown)."""
+    try:
+        wid = control.workflow_id(text, request.app.state.settings)
+    except FieldError as exc:
+        raise Problem(422, "id", exc.message) from None
+    if not principal.sees(wid.partition(":")[2]):  # the id names its domain or host
+        raise Problem(404, "id", f"no migration {wid}")
+    return wid
+
+
+async def act(call) -> Any:
+    try:
+        return await call
+    except (FieldError, ConfigError, control.Refused) as exc:
+        raise problem_of(exc) from None
+
+
+@router.get("/migrations")
+async def migrations(
+    request: Request,
+    kind: str = "",
+    stage: str = "",
+    state: str = "",
+    attention: bool = False,
+    q: str = "",
+    page: int = 1,
+    principal: Principal = needs("viewer"),
+) -> dict:
+    """Every migration the caller may see, last changed first, 50 a page; counts per state."""
+    result = await asyncio.to_thread(
+        page_of, request.app.state.settings, principal, Filters(kind, stage, state, attention, q, page)
+    )
+    return control.jsonable({**asdict(result), "filters": asdict(result.filters)})
+
+
+@router.get("/migrations/{id}")
+async def migration(id: str, request: Request, principal: Principal = needs("viewer")) -> dict:
+    """One migration: the workflow's status (stages, waits, ETA, reports), Temporal's view, the audit history."""
+    wid = visible_id(request, principal, id)
+    shown = await act(control.show(await temporal(request), request.app.state.settings, wid))
+    return control.jsonable({"id": wid, "execution": shown.execution, "status": shown.status,
+                             "audit": shown.audit, "note": shown.note})  # fmt: skip
+
+
+class ConfirmBody(BaseModel):
+    stage: str
+    note: str = ""
+
+
+class ExtendBody(BaseModel):
+    duration: str = Field(description="e.g. 12h, 3d")
+    note: str = ""
+
+
+class CancelBody(BaseModel):
+    note: str = ""
+
+
+@router.post("/migrations/{id}/confirm")
+async def confirm(id: str, body: ConfirmBody, request: Request, principal: Principal = needs("operator")) -> dict:
+    """Confirm a waiting stage (or retry a failed one)."""
+    wid = visible_id(request, principal, id)
+    request_ = ConfirmInput(body.stage, principal.name, body.note)
+    return {"result": await act(control.confirm(await temporal(request), wid, request_))}
+
+
+@router.post("/migrations/{id}/extend")
+async def extend(id: str, body: ExtendBody, request: Request, principal: Principal = needs("operator")) -> dict:
+    wid = visible_id(request, principal, id)
+    try:
+        seconds = parse_duration(body.duration, "duration")
+    except ConfigError as exc:
+        raise problem_of(exc) from None
+    return {
+        "result": await act(
+            control.extend(await temporal(request), wid, ExtendInput(seconds, principal.name, body.note))
+        )
+    }
+
+
+@router.post("/migrations/{id}/cancel")
+async def cancel(id: str, body: CancelBody, request: Request, principal: Principal = needs("operator")) -> dict:
+    wid = visible_id(request, principal, id)
+    return {"result": await act(control.cancel(await temporal(request), wid, CancelInput(principal.name, body.note)))}
+
+
+class DomainMoveBody(BaseModel):
+    domain: str
+    legacy_mx: str
+    dns: str = "rfc2136"
+    portal: str = ""
+    legacy_preference: int | None = None
+
+
+class ServerMoveBody(BaseModel):
+    old: str
+    new: str
+    new_ipv4: str
+    new_ipv6: str = ""
+    relay_scope: str = "external"
+    institution: str = ""
+    admins: list[str] = []
+    contact: str = ""
+    sender_domains: list[str] = []
+    mail_from: str = ""
+    rcpt: str = ""
+    send: bool = False
+    agent: bool = True
+    portal: str = ""
+
+
+async def start_domain(request: Request, principal: Principal, body: DomainMoveBody) -> str:
+    """Shared by the API and the page's form: validated as by the CLI, before anything starts."""
+    settings = request.app.state.settings
+    move = await control.prepare_domain_move(
+        settings,
+        DomainMoveRequest(body.domain, body.legacy_mx, body.dns, body.portal, body.legacy_preference, principal.name),
+    )
+    if not principal.sees(move.domain):
+        raise FieldError("domain", f"{move.domain} is not one of your domains ({', '.join(principal.domains)})")
+    return await control.start_domain_move(await temporal(request), settings, move)
+
+
+async def start_server(request: Request, principal: Principal, body: ServerMoveBody) -> str:
+    settings = request.app.state.settings
+    fields = body.model_dump()
+    fields["portal_mode"] = fields.pop("portal")
+    move = await control.prepare_server_move(settings, ServerMoveRequest(**fields, actor=principal.name))
+    if not principal.sees(move.new_fqdn):
+        raise FieldError("new", f"{move.new_fqdn} is not within your domains ({', '.join(principal.domains)})")
+    return await control.start_server_move(await temporal(request), settings, move)
+
+
+@router.post("/domain-moves", status_code=201)
+async def domain_move(body: DomainMoveBody, request: Request, principal: Principal = needs("operator")) -> dict:
+    """Start a domain move (the same checks as `mailmove domain start`)."""
+    return {"id": await act(start_domain(request, principal, body)), "state": "running"}
+
+
+@router.post("/server-moves", status_code=201)
+async def server_move(body: ServerMoveBody, request: Request, principal: Principal = needs("operator")) -> dict:
+    """Start a server move (the same checks as `mailmove server start`)."""
+    return {"id": await act(start_server(request, principal, body)), "state": "running"}
+
+
+class TokenBody(BaseModel):
+    name: str
+    role: str = "viewer"
+    domains: list[str] = []
+
+
+@router.get("/tokens")
+async def tokens(request: Request, principal: Principal = needs("admin")) -> list[dict]:
+    return control.jsonable(await asyncio.to_thread(list_tokens, request.app.state.settings))
+
+
+@router.post("/tokens", status_code=201)
+async def new_token(body: TokenBody, request: Request, principal: Principal = needs("admin")) -> dict:
+    """A token for the CLI or automation; its secret is in this answer only."""
+    if body.role not in ROLES:
+        raise Problem(422, "role", f"{body.role!r} is not one of {', '.join(ROLES)}")
+    if not body.name.strip():
+        raise Problem(422, "name", "whose token is it? (its actions are recorded under this name)")
+    secret = await asyncio.to_thread(
+        issue_token, request.app.state.settings, body.name.strip(), body.role, tuple(body.domains)
+    )
+    return {"id": secret.split("_")[1], "token": secret, "name": body.name, "role": body.role}
+
+
+@router.post("/tokens/{token_id}/revoke")
+async def revoke(token_id: str, request: Request, principal: Principal = needs("admin")) -> dict:
+    if not await asyncio.to_thread(revoke_token, request.app.state.settings, token_id):
+        raise Problem(404, "token_id", f"no token {token_id}")
+    return {"revoked": token_id}
+
+
+def install(app) -> None:
+    """Problems and request validation errors as `{"field", "message"}`."""
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        return JSONResponse({"field": field, "message": first.get("msg", "invalid")}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException):
+        if exc.status_code == 303:
+            from fastapi.responses import RedirectResponse
+
+            return RedirectResponse(exc.headers["Location"], status_code=303)
+        field = str(exc.detail).partition(":")[0] if ":" in str(exc.detail) else ""
+        return JSONResponse({"field": field, "message": str(exc.detail)}, status_code=exc.status_code)

@@ -1,0 +1,88 @@
+"""The list of migrations from the store: filters, search, last change first, pages, counts.
+
+It reads only the database (the read model), so it stays fast with many thousand moves and
+works while Temporal is away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from dashboard.auth import Principal
+from mailmove.config import Settings
+from store.db import ready
+from store.models import Migration
+
+PAGE_SIZE = 50
+
+
+@dataclass
+class Filters:
+    kind: str = ""
+    stage: str = ""
+    state: str = ""
+    attention: bool = False
+    q: str = ""  # a part of the domain or host name
+    page: int = 1
+
+
+@dataclass
+class Page:
+    rows: list[dict[str, Any]]
+    total: int
+    counts: dict[str, int]  # per state, over everything the principal sees
+    attention: int
+    page: int
+    pages: int
+    filters: Filters = field(default_factory=Filters)
+
+
+def _visible(query, principal: Principal):
+    if not principal.domains:
+        return query
+    return query.where(or_(*(or_(Migration.subject == d, Migration.subject.like(f"%.{d}")) for d in principal.domains)))
+
+
+def row_dict(m: Migration) -> dict[str, Any]:
+    return {
+        "id": m.workflow_id,
+        "kind": m.kind,
+        "subject": m.subject,
+        "stage": m.stage,
+        "state": m.state,
+        "attention": m.attention,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+    }
+
+
+def page_of(settings: Settings, principal: Principal, f: Filters) -> Page:
+    with ready(settings.database.url)() as session:
+        base = _visible(select(Migration), principal)
+        counts = dict(
+            session.execute(_visible(select(Migration.state, func.count()).group_by(Migration.state), principal)).all()
+        )
+        attention = session.scalar(
+            _visible(select(func.count()).select_from(Migration).where(Migration.attention.is_(True)), principal)
+        )
+        query = base
+        if f.kind:
+            query = query.where(Migration.kind == f.kind)
+        if f.stage:
+            query = query.where(Migration.stage == f.stage)
+        if f.state:
+            query = query.where(Migration.state == f.state)
+        if f.attention:
+            query = query.where(Migration.attention.is_(True))
+        if f.q:
+            query = query.where(Migration.subject.contains(f.q.strip().lower()))
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        pages = max(1, -(-total // PAGE_SIZE))
+        number = min(max(1, f.page), pages)
+        rows = session.scalars(
+            query.order_by(Migration.updated_at.desc()).offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+        )
+        return Page([row_dict(m) for m in rows], total, counts, attention or 0, number, pages, f)

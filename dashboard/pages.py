@@ -1,0 +1,202 @@
+"""The pages: server-rendered, complete without JavaScript; with it, htmx refreshes the list and
+the detail in place (`?partial=1` renders the fragment alone)."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from dashboard.api import (
+    DomainMoveBody,
+    Problem,
+    ServerMoveBody,
+    act,
+    cancel,
+    confirm,
+    extend,
+    start_domain,
+    start_server,
+    visible_id,
+)
+from dashboard.app import HERE, HTMX, needs, signed_in, temporal
+from dashboard.auth import Principal, check_token, csrf_token
+from dashboard.listing import Filters, page_of
+from mailmove import control
+from mailmove.inputs import FieldError
+from mailmove.render import swaks
+from workflows.model import DOMAIN_STAGES, SERVER_STAGES, MoveState
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["swaks"] = lambda transcript: swaks(transcript).plain
+STATES = [s.value for s in MoveState]
+
+
+def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
+    context |= {"principal": signed_in(request), "csrf": csrf_token(request), "htmx": HTMX}
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+@router.get("/login")
+async def login_form(request: Request, next: str = "/", token: str = "") -> HTMLResponse:
+    return render(request, "login.html", next=next, token=token, error="")
+
+
+@router.post("/login")
+async def login(request: Request, token: str = Form(""), next: str = Form("/"), csrf: str = Form("")):
+    if csrf != request.session.get("csrf"):
+        return render(request, "login.html", 403, next=next, token="", error="csrf: reload the page and try again")
+    principal = await asyncio.to_thread(check_token, request.app.state.settings, token.strip())
+    if principal is None:
+        return render(request, "login.html", 401, next=next, token="", error="token: unknown, revoked or used up")
+    request.session["user"] = {"name": principal.name, "role": principal.role, "domains": list(principal.domains)}
+    return RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", status_code=303)
+
+
+@router.post("/logout")
+async def logout(request: Request, principal: Principal = needs("viewer", html=True)):
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/")
+async def listing(
+    request: Request,
+    kind: str = "",
+    stage: str = "",
+    state: str = "",
+    attention: bool = False,
+    q: str = "",
+    page: int = 1,
+    partial: bool = False,
+    principal: Principal = needs("viewer", html=True),
+) -> HTMLResponse:
+    filters = Filters(kind, stage, state, attention, q, page)
+    result = await asyncio.to_thread(page_of, request.app.state.settings, principal, filters)
+    query = "&".join(
+        f"{k}={quote(str(v))}" for k, v in (("kind", kind), ("stage", stage), ("state", state), ("q", q)) if v
+    ) + ("&attention=true" if attention else "")
+    return render(
+        request,
+        "_table.html" if partial else "list.html",
+        page=result,
+        query=query,
+        stages=sorted(set(DOMAIN_STAGES) | set(SERVER_STAGES)),
+        states=STATES,
+    )
+
+
+@router.get("/migrations/{id}")
+async def detail(
+    id: str,
+    request: Request,
+    partial: bool = False,
+    result: str = "",
+    principal: Principal = needs("viewer", html=True),
+) -> HTMLResponse:
+    try:
+        wid = visible_id(request, principal, id)
+        shown = await act(control.show(await temporal(request), request.app.state.settings, wid))
+    except Problem as exc:
+        return render(request, "error.html", exc.status, message=exc.message)
+    return render(request, "_detail.html" if partial else "detail.html", wid=wid, shown=shown, result=result, error="")
+
+
+async def _after(request: Request, wid: str, call) -> HTMLResponse | RedirectResponse:
+    """The action's result shown at once on the detail page; an error, with its field, too."""
+    try:
+        result = await call
+    except Problem as exc:
+        shown = await control.show(await temporal(request), request.app.state.settings, wid)
+        error = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        return render(request, "detail.html", exc.status, wid=wid, shown=shown, result="", error=error)
+    return RedirectResponse(f"/migrations/{wid}?result={quote(result['result'])}", status_code=303)
+
+
+@router.post("/migrations/{id}/confirm")
+async def confirm_form(
+    id: str,
+    request: Request,
+    stage: str = Form(...),
+    note: str = Form(""),
+    principal: Principal = needs("operator", html=True),
+):
+    from dashboard.api import ConfirmBody
+
+    return await _after(request, id, confirm(id, ConfirmBody(stage=stage, note=note), request, principal))
+
+
+@router.post("/migrations/{id}/extend")
+async def extend_form(
+    id: str,
+    request: Request,
+    duration: str = Form(...),
+    note: str = Form(""),
+    principal: Principal = needs("operator", html=True),
+):
+    from dashboard.api import ExtendBody
+
+    return await _after(request, id, extend(id, ExtendBody(duration=duration, note=note), request, principal))
+
+
+@router.post("/migrations/{id}/cancel")
+async def cancel_form(
+    id: str, request: Request, note: str = Form(""), principal: Principal = needs("operator", html=True)
+):
+    from dashboard.api import CancelBody
+
+    return await _after(request, id, cancel(id, CancelBody(note=note), request, principal))
+
+
+@router.get("/start")
+async def start_form(request: Request, principal: Principal = needs("operator", html=True)) -> HTMLResponse:
+    return render(request, "start.html", error="", values={})
+
+
+@router.post("/start/domain")
+async def start_domain_form(request: Request, principal: Principal = needs("operator", html=True)):
+    form = dict(await request.form())
+    body = DomainMoveBody(
+        domain=form.get("domain", ""),
+        legacy_mx=form.get("legacy_mx", ""),
+        dns=form.get("dns", "rfc2136"),
+        portal=form.get("portal", ""),
+        legacy_preference=int(form["legacy_preference"]) if form.get("legacy_preference", "").isdigit() else None,
+    )
+    return await _started(request, form, act(start_domain(request, principal, body)))
+
+
+@router.post("/start/server")
+async def start_server_form(request: Request, principal: Principal = needs("operator", html=True)):
+    form = await request.form()
+    values = dict(form)
+    body = ServerMoveBody(
+        old=values.get("old", ""),
+        new=values.get("new", ""),
+        new_ipv4=values.get("new_ipv4", ""),
+        new_ipv6=values.get("new_ipv6", ""),
+        relay_scope=values.get("relay_scope", "external"),
+        institution=values.get("institution", ""),
+        admins=[a for a in str(values.get("admins", "")).replace(",", " ").split() if a],
+        contact=values.get("contact", ""),
+        sender_domains=[d for d in str(values.get("sender_domains", "")).replace(",", " ").split() if d],
+        rcpt=values.get("rcpt", ""),
+        agent=values.get("agent") == "on",
+        portal=values.get("portal", ""),
+    )
+    return await _started(request, values, act(start_server(request, principal, body)))
+
+
+async def _started(request: Request, values: dict, call):
+    try:
+        wid = await call
+    except Problem as exc:
+        error = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        return render(request, "start.html", exc.status, error=error, values=values)
+    except FieldError as exc:
+        return render(request, "start.html", 422, error=str(exc), values=values)
+    return RedirectResponse(f"/migrations/{wid}?result={quote('started')}", status_code=303)

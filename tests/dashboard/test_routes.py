@@ -1,0 +1,265 @@
+"""Every page and API call of the dashboard against the dev server, the sandbox and the store:
+401 without login, 403 for a viewer's action and for a POST without the CSRF token, 404 for
+an unknown id, 422 naming the field; the actor of each action in the audit history."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dashboard.app import HERE, HTMX, create_app
+from dashboard.auth import issue_token
+from store.db import sessions
+from store.records import audit_trail
+from tests.conftest import settings_for, terminate_running, until_stage
+
+DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"
+WID = f"domain-move:{DOMAIN}"
+
+
+@pytest.fixture
+async def dash(dev_env, worker_for, sandbox_factory):
+    world = sandbox_factory(confirm_after=10**9)
+    settings = settings_for(world, dev_env, portal_mode="manual")
+    await worker_for(dev_env.client, settings)
+    app = create_app(settings, dev_env.client)
+    tokens = {role: issue_token(settings, f"{role}-user", role) for role in ("viewer", "operator", "admin")} | {
+        "elsewhere": issue_token(settings, "eve", "operator", ("other.sandbox.test",))
+    }
+
+    def client(token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {tokens[token]}"} if token else {}
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash", headers=headers)
+
+    yield settings, app, tokens, client, dev_env
+    await terminate_running(dev_env.client, WID, "server-move:mx2.chem.sandbox.test")
+
+
+async def started(dash) -> None:
+    settings, app, tokens, client, env = dash
+    async with client("operator") as c:
+        r = await c.post("/api/domain-moves", json={"domain": DOMAIN, "legacy_mx": LEGACY})
+        assert r.status_code == 201 and r.json() == {"id": WID, "state": "running"}
+    await until_stage(env.client.get_workflow_handle(WID), "request_domain", "waiting")
+
+
+async def login(c: httpx.AsyncClient, token: str) -> str:
+    """The browser's way in: the form's CSRF token, then the token; returns the session's CSRF token."""
+    page = await c.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = await c.post("/login", data={"token": token, "csrf": csrf, "next": "/"})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    return csrf
+
+
+def actors(settings) -> list[tuple[str, str]]:
+    with sessions(settings.database.url)() as session:
+        return [(e.actor, e.action) for e in audit_trail(session, WID)]
+
+
+async def test_without_login(dash):
+    settings, app, tokens, client, env = dash
+    async with client() as c:
+        for path in ("/api/migrations", f"/api/migrations/{WID}", "/api/tokens"):
+            r = await c.get(path)
+            assert r.status_code == 401 and "not signed in" in r.json()["message"]
+        r = await c.post("/api/domain-moves", json={"domain": DOMAIN, "legacy_mx": LEGACY})
+        assert r.status_code == 401
+        for path in ("/", f"/migrations/{WID}", "/start"):
+            r = await c.get(path)
+            assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+        assert (await c.get("/login")).status_code == 200
+        r = await c.get("/api/migrations", headers={"Authorization": "Bearer mm_nope_nope"})
+        assert r.status_code == 401
+
+
+async def test_api_reads_and_actions_by_role(dash):
+    settings, app, tokens, client, env = dash
+    async with client("viewer") as c:
+        r = await c.post("/api/domain-moves", json={"domain": DOMAIN, "legacy_mx": LEGACY})
+        assert r.status_code == 403 and r.json()["field"] == "role"
+    await started(dash)
+    async with client("viewer") as c:
+        listing = (await c.get("/api/migrations")).json()
+        assert [row["id"] for row in listing["rows"]] == [WID] and listing["counts"] == {"waiting": 1}
+        assert (await c.get("/api/migrations", params={"state": "done"})).json()["rows"] == []
+        shown = (await c.get(f"/api/migrations/{DOMAIN}")).json()  # the bare name
+        assert shown["status"]["stage"] == "request_domain" and shown["execution"] == "RUNNING"
+        r = await c.post(f"/api/migrations/{WID}/confirm", json={"stage": "request_domain"})
+        assert r.status_code == 403
+        r = await c.get("/api/migrations/domain-move:unknown.sandbox.test")
+        assert r.status_code == 404 and r.json()["field"] == "id"
+    async with client("operator") as c:
+        r = await c.post("/api/domain-moves", json={"domain": DOMAIN, "legacy_mx": LEGACY})
+        assert r.status_code == 409 and "already moving" in r.json()["message"]
+        r = await c.post(f"/api/migrations/{WID}/confirm", json={"stage": "await_registration"})
+        assert r.status_code == 409 and r.json()["field"] == "stage"
+        r = await c.post(f"/api/migrations/{WID}/extend", json={"duration": "soon"})
+        assert r.status_code == 422 and r.json()["field"] == "duration"
+        r = await c.post(f"/api/migrations/{WID}/confirm", json={"stage": "request_domain", "note": "ticket 9"})
+        assert r.status_code == 200 and r.json() == {"result": "request_domain confirmed"}
+        r = await c.post(f"/api/migrations/{WID}/cancel", json={"note": "test"})
+        assert r.status_code == 200 and "restored" in r.json()["result"]
+    assert ("operator-user", "confirm") in actors(settings) and ("operator-user", "cancel") in actors(settings)
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"domain": "bad domain.test", "legacy_mx": LEGACY}, "domain"),
+        ({"domain": DOMAIN, "legacy_mx": "a2681.mx.gw.sandbox.test"}, "legacy_mx"),
+        ({"domain": DOMAIN}, "legacy_mx"),
+        ({"domain": DOMAIN, "legacy_mx": LEGACY, "legacy_preference": 20}, "legacy_preference"),
+        ({"domain": DOMAIN, "legacy_mx": LEGACY, "dns": "magic"}, "dns"),
+    ],
+)
+async def test_bad_input_is_422_naming_the_field(dash, body, field):
+    settings, app, tokens, client, env = dash
+    async with client("operator") as c:
+        r = await c.post("/api/domain-moves", json=body)
+    assert r.status_code == 422 and r.json()["field"] == field, r.json()
+
+
+async def test_server_move_through_the_api(dash):
+    settings, app, tokens, client, env = dash
+    body = {"old": LEGACY, "new": "mx2.chem.sandbox.test", "new_ipv4": "127.0.0.2", "institution": "Chem",
+            "admins": ["ab12cdef"], "contact": "postmaster@chem.sandbox.test", "sender_domains": [DOMAIN]}  # fmt: skip
+    async with client("operator") as c:
+        r = await c.post("/api/server-moves", json=body)
+        assert r.status_code == 422 and r.json()["field"] == "admin"
+        r = await c.post("/api/server-moves", json=body | {"admins": ["ab12cdef", "xy34ghij"], "agent": False})
+        assert r.status_code == 201 and r.json()["id"] == "server-move:mx2.chem.sandbox.test"
+        r = await c.post("/api/migrations/server-move:mx2.chem.sandbox.test/cancel", json={})
+        assert r.status_code == 200
+
+
+async def test_pages_csrf_and_the_audit(dash):
+    settings, app, tokens, client, env = dash
+    await started(dash)
+    async with client() as c:
+        csrf = await login(c, tokens["operator"])
+        page = await c.get("/")
+        assert page.status_code == 200 and DOMAIN in page.text and 'hx-trigger="every 3s"' in page.text
+        assert f'src="/static/{HTMX}"' in page.text
+        assert "<table>" in (await c.get("/?partial=true")).text and "<html" not in (await c.get("/?partial=true")).text
+        detail = await c.get(f"/migrations/{WID}")
+        assert (
+            detail.status_code == 200
+            and "Confirm request_domain" in detail.text
+            and "antrag-maildomain.php" in detail.text
+        )
+        r = await c.post(f"/migrations/{WID}/confirm", data={"stage": "request_domain", "note": "by form"})
+        assert r.status_code == 403  # no CSRF token
+        r = await c.post(
+            f"/migrations/{WID}/confirm", data={"stage": "request_domain", "note": "by form", "csrf": "forged"}
+        )
+        assert r.status_code == 403
+        r = await c.post(
+            f"/migrations/{WID}/confirm", data={"stage": "request_domain", "note": "by form", "csrf": csrf}
+        )
+        assert r.status_code == 303 and "request_domain%20confirmed" in r.headers["location"]
+        shown = await c.get(r.headers["location"])
+        assert "request_domain confirmed" in shown.text and "operator-user" in shown.text
+        r = await c.post(f"/migrations/{WID}/confirm", data={"stage": "request_domain", "csrf": csrf})
+        assert r.status_code == 409 and "stage: request_domain is not waiting" in r.text
+        assert (await c.get("/migrations/domain-move:nope.sandbox.test")).status_code == 404
+        r = await c.post("/start/domain", data={"domain": "x y", "legacy_mx": LEGACY, "csrf": csrf})
+        assert r.status_code == 422 and "domain:" in r.text
+    assert ("operator-user", "confirm") in actors(settings)
+
+
+async def test_a_viewer_sees_but_cannot_act(dash):
+    settings, app, tokens, client, env = dash
+    await started(dash)
+    async with client() as c:
+        csrf = await login(c, tokens["viewer"])
+        detail = await c.get(f"/migrations/{WID}")
+        assert detail.status_code == 200 and "Confirm request_domain" not in detail.text
+        r = await c.post(f"/migrations/{WID}/cancel", data={"csrf": csrf})
+        assert r.status_code == 403
+        assert (await c.get("/start")).status_code == 403
+
+
+async def test_an_operator_limited_to_other_domains(dash):
+    settings, app, tokens, client, env = dash
+    await started(dash)
+    async with client("elsewhere") as c:
+        assert (await c.get("/api/migrations")).json()["rows"] == []
+        assert (await c.get(f"/api/migrations/{WID}")).status_code == 404
+        r = await c.post(f"/api/migrations/{WID}/cancel", json={})
+        assert r.status_code == 404
+        r = await c.post("/api/domain-moves", json={"domain": DOMAIN, "legacy_mx": LEGACY})
+        assert r.status_code == 422 and r.json()["field"] == "domain"
+
+
+async def test_tokens_login_token_and_revocation(dash):
+    settings, app, tokens, client, env = dash
+    async with client("operator") as c:
+        assert (await c.post("/api/tokens", json={"name": "x", "role": "viewer"})).status_code == 403
+    async with client("admin") as c:
+        r = await c.post("/api/tokens", json={"name": "", "role": "viewer"})
+        assert r.status_code == 422 and r.json()["field"] == "name"
+        r = await c.post("/api/tokens", json={"name": "ci", "role": "root"})
+        assert r.status_code == 422 and r.json()["field"] == "role"
+        made = (await c.post("/api/tokens", json={"name": "ci", "role": "viewer"})).json()
+        listed = (await c.get("/api/tokens")).json()
+        assert made["token"] not in str(listed) and any(t["id"] == made["id"] for t in listed)
+        assert (await c.post(f"/api/tokens/{made['id']}/revoke")).status_code == 200
+        assert (await c.post("/api/tokens/nope/revoke")).status_code == 404
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as c:
+        r = await c.get("/api/migrations", headers={"Authorization": f"Bearer {made['token']}"})
+        assert r.status_code == 401  # revoked
+    once = issue_token(settings, "admin (login token)", "admin", once=True)
+    async with client() as c:
+        await login(c, once)
+    async with client() as c:
+        page = await c.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        r = await c.post("/login", data={"token": once, "csrf": csrf})
+        assert r.status_code == 401 and "used up" in r.text
+
+
+async def test_proxy_identity_only_from_a_trusted_proxy(dash):
+    settings, app, tokens, client, env = dash
+    proxied = replace(
+        settings,
+        dashboard=replace(
+            settings.dashboard,
+            proxy_header="X-Remote-User",
+            trusted_proxies=("127.0.0.1",),
+            roles={"carol": "operator"},
+        ),
+    )
+    trusted = create_app(proxied, env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=trusted), base_url="http://dash") as c:
+        r = await c.get("/api/migrations", headers={"X-Remote-User": "carol"})
+        assert r.status_code == 200
+        r = await c.post("/api/tokens", json={"name": "x"}, headers={"X-Remote-User": "carol"})
+        assert r.status_code == 403  # an operator; and no cookie-less bypass of CSRF either
+    untrusted = create_app(replace(proxied, dashboard=replace(proxied.dashboard, trusted_proxies=("10.9.9.9",))))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=untrusted), base_url="http://dash") as c:
+        assert (await c.get("/api/migrations", headers={"X-Remote-User": "carol"})).status_code == 401
+
+
+async def test_health_metrics_openapi_and_the_vendored_htmx(dash):
+    settings, app, tokens, client, env = dash
+    await started(dash)
+    async with client() as c:
+        health = await c.get("/healthz")
+        assert health.status_code == 200 and health.json() == {"ok": True}
+        metrics = (await c.get("/metrics")).text
+        assert 'mailmove_migrations{kind="domain",stage="request_domain",state="waiting"} 1.0' in metrics
+        assert 'mailmove_stage_duration_seconds_count{kind="domain",stage="preflight"} 1.0' in metrics
+        schema = (await c.get("/openapi.json")).json()
+        assert {"/api/migrations", "/api/migrations/{id}/confirm", "/api/domain-moves", "/api/tokens"} <= set(
+            schema["paths"]
+        )
+        js = await c.get(f"/static/{HTMX}")
+    recorded = re.search(r"SHA-256 `([0-9a-f]{64})`", (HERE / "static" / "VENDORED.md").read_text()).group(1)
+    assert hashlib.sha256(js.content).hexdigest() == recorded
+    assert Path(HERE / "static" / HTMX).stat().st_size == len(js.content)
