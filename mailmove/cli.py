@@ -18,6 +18,7 @@ from typing import Optional
 import typer
 from temporalio.client import Client
 
+from dashboard.serve import serving
 from mailmove import control
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer
@@ -56,6 +57,7 @@ class RelayScope(str, Enum):
 
 class Context:
     config: Optional[Path] = None
+    login: str = ""  # the dashboard's one-time login URL, once `up` serves it
 
     def settings(self) -> Settings:
         return load_settings(self.config)
@@ -125,13 +127,14 @@ def print_json(value: object) -> None:
 
 @asynccontextmanager
 async def stack(settings: Settings) -> AsyncIterator[Client]:
-    """Temporal (embedded dev server unless `temporal.address` is set) and the worker."""
+    """Temporal (embedded dev server unless `temporal.address` is set), the worker, the dashboard."""
     await asyncio.to_thread(upgrade, settings.database.url)
     dev = None if settings.temporal.address else DevServer(settings)
     try:
         client = await dev.start() if dev else await client_for(settings)
         await register_search_attributes(client, settings.temporal.namespace)
-        async with build_worker(client, settings):
+        async with build_worker(client, settings), serving(settings, client) as login:
+            ctx.login = login
             yield client
     finally:
         if dev:
@@ -147,12 +150,16 @@ def print_addresses(settings: Settings) -> None:
         out.print(f"Temporal dev server  {settings.temporal.embedded_listen}   UI {dev.ui_url}   state {dev.db_file}")
     out.print(f"worker            task queue {settings.temporal.task_queue}")
     out.print(f"database          {settings.database.url}")
+    out.print(f"dashboard         http://{settings.dashboard.listen}/")
+    if ctx.login:
+        out.print(f"                  one-time login (admin): {ctx.login}", soft_wrap=True)
     out.print("Ctrl-C stops all of it; `mailmove up` again resumes every running migration.")
 
 
 @app.command()
 def up() -> None:
-    """Run the whole stack: Temporal (embedded dev server by default), the worker; Ctrl-C stops it."""
+    """Run the whole stack: Temporal (embedded dev server by default), the worker, the dashboard;
+    Ctrl-C stops it."""
 
     async def work(settings: Settings) -> None:
         async with stack(settings):

@@ -1,0 +1,43 @@
+"""The dashboard inside `mailmove up`: uvicorn on the configured address, in the same event loop
+as the worker, stopped with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import uvicorn
+from temporalio.client import Client
+
+from dashboard.app import create_app
+from dashboard.auth import issue_token
+from mailmove.config import Settings
+from mailmove.inputs import FieldError
+
+
+class _Embedded(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Signals are `mailmove up`'s to handle: it stops the dashboard with everything else."""
+        yield
+
+
+@asynccontextmanager
+async def serving(settings: Settings, client: Client) -> AsyncIterator[str]:
+    """Serve until the block ends; yields the one-time login URL (a fresh admin token)."""
+    listen = settings.dashboard.listen
+    server = _Embedded(
+        uvicorn.Config(create_app(settings, client), host=listen.host, port=listen.port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise FieldError("dashboard.listen", f"{listen} cannot be served (in use?): {task.exception() or 'exit'}")
+        await asyncio.sleep(0.02)
+    token = await asyncio.to_thread(issue_token, settings, "admin (login token of mailmove up)", "admin", (), True)
+    try:
+        yield f"http://{listen}/login?token={token}"
+    finally:
+        server.should_exit = True
+        await task
