@@ -36,6 +36,7 @@ from mailmove.inputs import (
 )
 from mailmove.names import BadName, to_alabel
 from store.db import ready
+from store.models import Migration as StoredMigration
 from store.records import audit_trail, list_migrations
 from workflows import search
 from workflows.domain_move import DomainMoveWorkflow
@@ -66,9 +67,11 @@ def workflow_id(text: str, settings: Settings | None = None) -> str:
         return f"{prefix}:{_alabel('ID', name)}"
     name = _alabel("ID", text)
     if settings is not None:
-        known = {m["id"] for m in migrations(settings)}
-        if DOMAIN_PREFIX + name not in known and SERVER_PREFIX + name in known:
-            return SERVER_PREFIX + name
+        with ready(settings.database.url)() as session:
+            if session.get(StoredMigration, DOMAIN_PREFIX + name) is None and session.get(
+                StoredMigration, SERVER_PREFIX + name
+            ):
+                return SERVER_PREFIX + name
     return DOMAIN_PREFIX + name
 
 
