@@ -43,16 +43,18 @@ def render(request: Request, name: str, status_code: int = 200, **context) -> HT
 
 @router.get("/login")
 async def login_form(request: Request, next: str = "/", token: str = "") -> HTMLResponse:
-    return render(request, "login.html", next=next, token=token, error="")
+    return render(request, "login.html", next=next, token=token, error="", oidc=bool(request.app.state.oidc))
 
 
 @router.post("/login")
 async def login(request: Request, token: str = Form(""), next: str = Form("/"), csrf: str = Form("")):
     if csrf != request.session.get("csrf"):
-        return render(request, "login.html", 403, next=next, token="", error="csrf: reload the page and try again")
+        return render(request, "login.html", 403, next=next, token="", oidc=bool(request.app.state.oidc),
+                      error="csrf: reload the page and try again")  # fmt: skip
     principal = await asyncio.to_thread(check_token, request.app.state.settings, token.strip())
     if principal is None:
-        return render(request, "login.html", 401, next=next, token="", error="token: unknown, revoked or used up")
+        return render(request, "login.html", 401, next=next, token="", oidc=bool(request.app.state.oidc),
+                      error="token: unknown, revoked or used up")  # fmt: skip
     request.session["user"] = {"name": principal.name, "role": principal.role, "domains": list(principal.domains)}
     return RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", status_code=303)
 

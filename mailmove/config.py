@@ -208,6 +208,17 @@ class DashboardConfig:
     operator_domains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # user -> their domains
     secure_cookies: bool = False  # true behind TLS: the session cookie is then `Secure`
     session_secret_file: str = ""  # empty: var/dashboard-secret, made on first start
+    # OIDC login (production): the issuer, this client, its secret by reference
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_env: str = ""
+    oidc_client_secret_file: str = ""
+    oidc_name_claim: str = "preferred_username"
+
+    def oidc_secret(self) -> str:
+        if self.oidc_client_secret_file:
+            return Path(self.oidc_client_secret_file).read_text().strip()
+        return os.environ.get(self.oidc_client_secret_env, "") if self.oidc_client_secret_env else ""
 
 
 @dataclass(frozen=True)
@@ -391,7 +402,14 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         },
         secure_cookies=bool(dash.get("secure_cookies", False)),
         session_secret_file=_resolve_path(str(dash.get("session_secret_file", "")), base),
+        oidc_issuer=str(dash.get("oidc_issuer", "")),
+        oidc_client_id=str(dash.get("oidc_client_id", "")),
+        oidc_client_secret_env=str(dash.get("oidc_client_secret_env", "")),
+        oidc_client_secret_file=_resolve_path(str(dash.get("oidc_client_secret_file", "")), base),
+        oidc_name_claim=str(dash.get("oidc_name_claim", "preferred_username")),
     )
+    if dashboard.oidc_issuer and not dashboard.oidc_client_id:
+        raise ConfigError("dashboard.oidc_client_id", "is required with dashboard.oidc_issuer")
     if dashboard.proxy_header and not dashboard.trusted_proxies:
         raise ConfigError("dashboard.trusted_proxies", "name the proxy's addresses when proxy_header is set")
 

@@ -114,30 +114,34 @@ def app(registry: Registry) -> FastAPI:
     return api
 
 
-class PortalServer:
-    """uvicorn in a thread of its own, on a free loopback port."""
+class HttpServer:
+    """A stand-in's app served by uvicorn in a thread of its own, on a free loopback port."""
 
-    def __init__(self, registry: Registry, port: int | None = None):
-        self.registry = registry
+    def __init__(self, api: FastAPI, name: str, port: int | None = None):
+        self.name = name
         self.port = port or free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app(registry), host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, name="portal", daemon=True)
+        self.server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def start(self) -> PortalServer:
+    def start(self):
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
             if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the portal stand-in did not start")
+                raise RuntimeError(f"the {self.name} stand-in did not start")
             time.sleep(0.01)
         return self
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(5)
+
+
+class PortalServer(HttpServer):
+    def __init__(self, registry: Registry, port: int | None = None):
+        super().__init__(app(registry), "portal", port)
+        self.registry = registry

@@ -14,6 +14,7 @@ import pytest
 
 from dashboard.app import HERE, HTMX, create_app
 from dashboard.auth import issue_token
+from sandbox.oidc import OidcProvider
 from store.db import sessions
 from store.records import audit_trail
 from tests.conftest import settings_for, terminate_running, until_stage
@@ -263,3 +264,36 @@ async def test_health_metrics_openapi_and_the_vendored_htmx(dash):
     recorded = re.search(r"SHA-256 `([0-9a-f]{64})`", (HERE / "static" / "VENDORED.md").read_text()).group(1)
     assert hashlib.sha256(js.content).hexdigest() == recorded
     assert Path(HERE / "static" / HTMX).stat().st_size == len(js.content)
+
+
+async def test_oidc_login(dash):
+    """The authorization code flow against the stand-in provider, over real HTTP."""
+    settings, app, tokens, client, env = dash
+    provider = OidcProvider("mailmove-dashboard", "s3cret", user="carol").start()
+    try:
+        secret = Path(settings.var_dir) / "oidc-secret"
+        secret.write_text("s3cret\n")
+        oidc = replace(
+            settings.dashboard,
+            oidc_issuer=provider.issuer,
+            oidc_client_id="mailmove-dashboard",
+            oidc_client_secret_file=str(secret),
+            roles={"carol": "operator"},
+            operator_domains={"carol": ("chem.sandbox.test",)},
+        )
+        signed = create_app(replace(settings, dashboard=oidc), env.client)
+        transport = httpx.ASGITransport(app=signed)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dash") as c, httpx.AsyncClient() as browser:
+            assert "single sign-on" in (await c.get("/login")).text
+            to_provider = await c.get("/login/oidc", params={"next": "/start"})
+            assert to_provider.status_code == 302 and to_provider.headers["location"].startswith(provider.issuer)
+            back = await browser.get(to_provider.headers["location"])  # the provider signs carol in
+            assert back.status_code == 302 and back.headers["location"].startswith("http://dash/login/oidc/callback")
+            done = await c.get(back.headers["location"])
+            assert done.status_code == 303 and done.headers["location"] == "/start"
+            page = await c.get("/start")
+            assert page.status_code == 200 and "carol (operator: chem.sandbox.test)" in page.text
+            replayed = await c.get(back.headers["location"])  # the code and state are spent
+            assert replayed.status_code == 401 and replayed.json()["field"] == "oidc"
+    finally:
+        provider.stop()
