@@ -15,6 +15,7 @@ from dashboard.auth import Principal
 from mailmove.config import Settings
 from store.db import ready
 from store.models import Migration
+from store.records import migration_row
 
 PAGE_SIZE = 50
 
@@ -46,19 +47,6 @@ def _visible(query, principal: Principal):
     return query.where(or_(*(or_(Migration.subject == d, Migration.subject.like(f"%.{d}")) for d in principal.domains)))
 
 
-def row_dict(m: Migration) -> dict[str, Any]:
-    return {
-        "id": m.workflow_id,
-        "kind": m.kind,
-        "subject": m.subject,
-        "stage": m.stage,
-        "state": m.state,
-        "attention": m.attention,
-        "created_at": m.created_at,
-        "updated_at": m.updated_at,
-    }
-
-
 def page_of(settings: Settings, principal: Principal, f: Filters) -> Page:
     with ready(settings.database.url)() as session:
         base = _visible(select(Migration), principal)
@@ -85,4 +73,4 @@ def page_of(settings: Settings, principal: Principal, f: Filters) -> Page:
         rows = session.scalars(
             query.order_by(Migration.updated_at.desc()).offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE)
         )
-        return Page([row_dict(m) for m in rows], total, counts, attention or 0, number, pages, f)
+        return Page([migration_row(m) for m in rows], total, counts, attention or 0, number, pages, f)

@@ -11,7 +11,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from dashboard.api import (
+    CancelBody,
+    ConfirmBody,
     DomainMoveBody,
+    ExtendBody,
     Problem,
     ServerMoveBody,
     act,
@@ -127,8 +130,6 @@ async def confirm_form(
     note: str = Form(""),
     principal: Principal = needs("operator", html=True),
 ):
-    from dashboard.api import ConfirmBody
-
     return await _after(request, id, confirm(id, ConfirmBody(stage=stage, note=note), request, principal))
 
 
@@ -140,8 +141,6 @@ async def extend_form(
     note: str = Form(""),
     principal: Principal = needs("operator", html=True),
 ):
-    from dashboard.api import ExtendBody
-
     return await _after(request, id, extend(id, ExtendBody(duration=duration, note=note), request, principal))
 
 
@@ -149,8 +148,6 @@ async def extend_form(
 async def cancel_form(
     id: str, request: Request, note: str = Form(""), principal: Principal = needs("operator", html=True)
 ):
-    from dashboard.api import CancelBody
-
     return await _after(request, id, cancel(id, CancelBody(note=note), request, principal))
 
 

@@ -37,7 +37,7 @@ from mailmove.inputs import (
 from mailmove.names import BadName, to_alabel
 from store.db import ready
 from store.models import Migration as StoredMigration
-from store.records import audit_trail, list_migrations
+from store.records import audit_trail, list_migrations, migration_row
 from workflows import search
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.migration import Migration
@@ -197,19 +197,7 @@ def _audit(url: str, wid: str) -> list[dict[str, Any]]:
 
 def migrations(settings: Settings, kind: str | None = None) -> list[dict[str, Any]]:
     with ready(settings.database.url)() as session:
-        return [
-            {
-                "id": m.workflow_id,
-                "kind": m.kind,
-                "subject": m.subject,
-                "stage": m.stage,
-                "state": m.state,
-                "attention": m.attention,
-                "created_at": m.created_at,
-                "updated_at": m.updated_at,
-            }
-            for m in list_migrations(session, kind)
-        ]
+        return [migration_row(m) for m in list_migrations(session, kind)]
 
 
 async def _update(handle: WorkflowHandle, update: Any, arg: Any) -> str:

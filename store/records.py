@@ -43,6 +43,20 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
+def migration_row(m: Migration) -> dict:
+    """A migration as the CLI's `list --json` and the dashboard's API show it."""
+    return {
+        "id": m.workflow_id,
+        "kind": m.kind,
+        "subject": m.subject,
+        "stage": m.stage,
+        "state": m.state,
+        "attention": m.attention,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+    }
+
+
 def list_migrations(session: Session, kind: str | None = None) -> list[Migration]:
     query = select(Migration).order_by(Migration.updated_at.desc())
     if kind:

@@ -9,7 +9,6 @@ preflight, verified.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.portal import PortalActivities
     from activities.smtp_probe import ProbeActivities
     from workflows import policy
-    from workflows.migration import Cancelled, Migration, error_text
+    from workflows.migration import Migration, error_text
     from workflows.model import (
         DOMAIN_STAGES,
         ConvergenceQuery,
@@ -77,28 +76,17 @@ class DomainMoveWorkflow(Migration):
 
     @workflow.run
     async def run(self, args: DomainMoveInput) -> MoveResult:
-        try:
-            await self.preflight()
-            await self.change_mx("add_gateway_mx", self.with_legacy, [self.snapshot.mx])
-            await self.request_domain()
-            await self.await_registration()
-            await self.change_mx("remove_legacy_mx", self.final, [self.with_legacy])
-            await self.await_propagation()
-            await self.finish()
-            result = MoveResult(MoveState.DONE, self.message)
-        except Cancelled:
-            await self.compensate()
-            result = MoveResult(MoveState.CANCELLED, self.message)
-        except asyncio.CancelledError:
-            # cancelled through Temporal itself (`temporal workflow cancel`): same compensation
-            if self.cancellable():
-                await self.compensate()
-            raise
-        except ApplicationError as err:
-            await self.fail(err)
-            raise
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
+        return await self.drive(
+            [
+                self.preflight,
+                lambda: self.change_mx("add_gateway_mx", self.with_legacy, [self.snapshot.mx]),
+                self.request_domain,
+                self.await_registration,
+                lambda: self.change_mx("remove_legacy_mx", self.final, [self.with_legacy]),
+                self.await_propagation,
+                self.finish,
+            ]
+        )
 
     async def preflight(self) -> None:
         await self.begin("preflight")

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         CancelInput,
         ConfirmInput,
         ExtendInput,
+        MoveResult,
         MoveState,
         MoveStatus,
         PortalFiling,
@@ -76,6 +77,31 @@ class Migration:
         self.events = 0
         self.heartbeat_timeout = policy.seconds(timings.heartbeat_timeout)
         self.portal_timeout = policy.seconds(timings.portal_timeout)
+
+    async def drive(self, stages: list[Callable[[], Awaitable[None]]]) -> MoveResult:
+        """Run the stages in order. A cancel accepted on the way compensates; a hard error (a
+        preflight problem) fails the move with its message."""
+        try:
+            for stage in stages:
+                await stage()
+            result = MoveResult(MoveState.DONE, self.message)
+        except Cancelled:
+            await self.compensate()
+            result = MoveResult(MoveState.CANCELLED, self.message)
+        except asyncio.CancelledError:
+            # cancelled through Temporal itself (`temporal workflow cancel`): the same compensation
+            if self.cancellable():
+                await self.compensate()
+            raise
+        except ApplicationError as err:
+            await self.fail(err)
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def compensate(self) -> None:
+        """Undo what the move did so far (after `mark_cancelled`)."""
+        raise NotImplementedError
 
     def cancel_outcome(self) -> str:
         """What a cancel accepted now will do (the answer to the `cancel` update)."""

@@ -10,7 +10,6 @@ withdrawn.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -25,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.postfix import PostfixActivities, postfix_lines
     from activities.relay_test import RETRYABLE, RelayTestActivities
     from workflows import policy
-    from workflows.migration import Cancelled, Migration, error_text
+    from workflows.migration import Migration, error_text
     from workflows.model import (
         SERVER_STAGES,
         FirewallChange,
@@ -88,28 +87,18 @@ class ServerMoveWorkflow(Migration):
 
     @workflow.run
     async def run(self, args: ServerMoveInput) -> MoveResult:
-        try:
-            await self.preflight()
-            await self.request_entry()
-            await self.await_entry()
-            await self.open_firewall()
-            await self.relay_test()
-            await self.await_cutover()
-            await self.remove_old_entry()
-            await self.finish()
-            result = MoveResult(MoveState.DONE, self.message)
-        except Cancelled:
-            await self.compensate()
-            result = MoveResult(MoveState.CANCELLED, self.message)
-        except asyncio.CancelledError:
-            if self.cancellable():  # `temporal workflow cancel`: the same compensation
-                await self.compensate()
-            raise
-        except ApplicationError as err:
-            await self.fail(err)
-            raise
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
+        return await self.drive(
+            [
+                self.preflight,
+                self.request_entry,
+                self.await_entry,
+                self.open_firewall,
+                self.relay_test,
+                self.await_cutover,
+                self.remove_old_entry,
+                self.finish,
+            ]
+        )
 
     # -- stages -----------------------------------------------------------------------------
 
