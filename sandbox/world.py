@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trustme
@@ -120,6 +121,7 @@ class Sandbox:
         }
 
     def start(self) -> Sandbox:
+        self.started_at = datetime.now(UTC)
         self.dns.start()
         self.portal.start()
         for server in (self.smtp, *self.relays.values()):

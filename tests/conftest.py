@@ -121,6 +121,16 @@ async def until_stage(handle: WorkflowHandle, stage: str, state: str | None = No
         raise AssertionError(f"{exc}; the move is at {seen}") from None
 
 
+async def started_since(client: Client, workflow_id: str, since) -> bool:
+    """Whether a run of `workflow_id` began at or after `since` (the dev server is shared, so an
+    earlier test's run of the same id may exist)."""
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return False
+    return description.start_time >= since
+
+
 async def terminate_running(client: Client, *workflow_ids: str) -> None:
     """Leave the shared dev server clean: a move left running would block the next test's."""
     for wid in workflow_ids:

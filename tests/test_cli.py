@@ -7,24 +7,19 @@ import json
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.service import RPCError
 
 from store.db import sessions
 from store.records import list_migrations
-from tests.conftest import mailmove, settings_for, until_stage, wait_for
+from tests.conftest import mailmove, settings_for, started_since, until_stage, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN
 from workflows.domain_move import DomainMoveWorkflow
 
 
-async def nothing_started(dev_env, settings, domain: str = DOMAIN) -> bool:
+async def nothing_started(dev_env, settings, since, domain: str = DOMAIN) -> bool:
     with sessions(settings.database.url)() as session:
         if list_migrations(session):
             return False
-    try:
-        await dev_env.client.get_workflow_handle(f"domain-move:{domain}").describe()
-    except RPCError:
-        return True
-    return False
+    return not await started_since(dev_env.client, f"domain-move:{domain}", since)
 
 
 LEGACY = f"mail.{DOMAIN}"
@@ -57,7 +52,7 @@ async def test_bad_input_exits_2_names_the_field_and_starts_nothing(cli_world, d
     code, out, err = await mailmove(config, "domain", "start", *args)
     assert code == 2, (out, err)
     assert field in err
-    assert await nothing_started(dev_env, settings)
+    assert await nothing_started(dev_env, settings, world.started_at)
 
 
 async def test_config_problems_exit_2_naming_the_key(cli_world, dev_env):
@@ -82,7 +77,7 @@ async def test_config_problems_exit_2_naming_the_key(cli_world, dev_env):
         bad.write_text(changed)
         code, out, err = await mailmove(bad, "domain", "start", DOMAIN, "--legacy-mx", LEGACY)
         assert code == 2 and key in err, (key, err)
-    assert await nothing_started(dev_env, settings)
+    assert await nothing_started(dev_env, settings, world.started_at)
 
 
 async def test_start_list_show_confirm_cancel(cli_world, dev_env):

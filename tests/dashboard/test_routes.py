@@ -297,3 +297,34 @@ async def test_oidc_login(dash):
             assert replayed.status_code == 401 and replayed.json()["field"] == "oidc"
     finally:
         provider.stop()
+
+
+async def test_the_remaining_pages_and_forms(dash):
+    """Logout, the partial detail, extend and cancel by form, the server form's errors and start."""
+    settings, app, tokens, client, env = dash
+    await started(dash)
+    async with client("operator") as api:
+        await api.post(f"/api/migrations/{WID}/confirm", json={"stage": "request_domain"})
+    await until_stage(env.client.get_workflow_handle(WID), "await_registration", "waiting")
+    async with client() as c:
+        csrf = await login(c, tokens["operator"])
+        fragment = await c.get(f"/migrations/{WID}?partial=true")
+        assert fragment.status_code == 200 and "<html" not in fragment.text and "Extend by" in fragment.text
+        r = await c.post(f"/migrations/{WID}/extend", data={"duration": "2d", "note": "holidays", "csrf": csrf})
+        assert r.status_code == 303 and "escalates%20at" in r.headers["location"]
+        r = await c.post(f"/migrations/{WID}/extend", data={"duration": "later", "csrf": csrf})
+        assert r.status_code == 422 and "duration:" in r.text
+        form = {"old": LEGACY, "new": "mx2.chem.sandbox.test", "new_ipv4": "127.0.0.256", "csrf": csrf}
+        r = await c.post("/start/server", data=form)
+        assert r.status_code == 422 and "new_ipv4:" in r.text and 'value="mx2.chem.sandbox.test"' in r.text
+        form |= {"new_ipv4": "127.0.0.2", "institution": "Chem", "admins": "ab12cdef xy34ghij",
+                 "contact": "postmaster@chem.sandbox.test", "sender_domains": DOMAIN}  # fmt: skip
+        r = await c.post("/start/server", data=form)  # no agent box ticked: firewall and relay test by hand
+        assert r.status_code == 303 and r.headers["location"].startswith(
+            "/migrations/server-move:mx2.chem.sandbox.test"
+        )
+        r = await c.post(f"/migrations/{WID}/cancel", data={"note": "by form", "csrf": csrf})
+        assert r.status_code == 303 and "restored" in r.headers["location"].replace("%20", " ")
+        assert (await c.post("/logout", data={"csrf": csrf})).status_code == 303
+        assert (await c.get("/")).status_code == 303  # signed out
+    assert ("operator-user", "extend") in actors(settings) and ("operator-user", "cancel") in actors(settings)
