@@ -58,6 +58,8 @@ async def test_start_watch_confirm_and_the_audit(dev_env, worker_for, sandbox_fa
             await page.screenshot(path=ARTIFACTS / "detail.png", full_page=True)
 
             await page.get_by_label("Note").fill("filed in the browser")
+            await page.wait_for_timeout(4500)  # two refresh periods: typing is not wiped by a swap
+            await expect(page.get_by_label("Note")).to_have_value("filed in the browser")
             await confirm.click()
             await expect(page.get_by_role("status")).to_have_text("request_domain confirmed")
             history = page.locator("#history")

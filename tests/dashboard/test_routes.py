@@ -328,3 +328,14 @@ async def test_the_remaining_pages_and_forms(dash):
         assert (await c.post("/logout", data={"csrf": csrf})).status_code == 303
         assert (await c.get("/")).status_code == 303  # signed out
     assert ("operator-user", "extend") in actors(settings) and ("operator-user", "cancel") in actors(settings)
+
+
+async def test_health_names_what_does_not_answer(dash):
+    settings, app, tokens, client, env = dash
+    from mailmove.config import TemporalConfig
+    from sandbox.bind import free_port
+
+    cut_off = replace(settings, temporal=TemporalConfig(address=f"127.0.0.1:{free_port()}"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(cut_off)), base_url="http://d") as c:
+        health = await c.get("/healthz")
+    assert health.status_code == 503 and health.json()["ok"] is False and "temporal" in health.json()
