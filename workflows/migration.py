@@ -249,7 +249,9 @@ class Migration:
             return f"filed at the portal as {receipt.reference} ({receipt.status})"
         self.form = {"form": form, **values}
         shown = "; ".join(f"{k} = {v}" for k, v in values.items())
-        await self.wait_confirm(stage, f"file at {form} with: {shown}; then `mailmove confirm ID {stage}`")
+        await self.wait_confirm(
+            stage, f"file at {form} with: {shown}; then `mailmove confirm {workflow.info().workflow_id} {stage}`"
+        )
         self.form = {}
         return "filed by hand: " + self.confirmed[stage].note
 
@@ -259,7 +261,7 @@ class Migration:
         status.attempts += 1
         status.last_error = error
         status.state = StageState.WAITING
-        status.waiting_for = f"a postmaster to fix the cause and retry (`mailmove confirm ID {stage}`), or cancel"
+        status.waiting_for = f"a postmaster to fix the cause and retry (`mailmove confirm {workflow.info().workflow_id} {stage}`), or cancel"
         await self.escalate(f"{stage} failed: {error}")
         await self.wait_confirm(stage, status.waiting_for)
         self.attention = False
