@@ -50,6 +50,7 @@ def activities(settings: Settings) -> list:
         portal.file_request,
         portal.request_status,
         probe.probe_rcpt,
+        probe.probe_addresses,
     ]
 
 

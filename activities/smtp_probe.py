@@ -1,4 +1,5 @@
-"""Registration detection: does the gateway MX accept mail for the domain yet?
+"""Registration detection and Whitelist verification: does the gateway MX accept mail for the
+domain, and for each of its listed addresses?
 
 One SMTP dialogue per probe (aiosmtplib): EHLO, STARTTLS when offered (TLS 1.2 or newer,
 certificate verified for the host's name), `MAIL FROM:<>`, `RCPT TO:<address>`, then QUIT
@@ -7,8 +8,12 @@ before DATA, so no message is ever sent.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiosmtplib
 from temporalio import activity
@@ -16,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.dns import DnsActivities
 from mailmove.config import SmtpConfig
-from workflows.model import ProbeQuery, ProbeResult
+from workflows.model import AddressProbe, AddressReport, AddressVerdict, ProbeQuery, ProbeResult
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:
@@ -32,7 +37,9 @@ class ProbeActivities:
         self.smtp = smtp
         self.dns = dns
 
-    async def _rcpt(self, host: str, address: str, port: int, rcpt: str) -> ProbeResult:
+    @asynccontextmanager
+    async def session(self, host: str, address: str, port: int) -> AsyncIterator[aiosmtplib.SMTP]:
+        """Connected, EHLO, STARTTLS when offered (verified for `host`), `MAIL FROM:<>`; QUIT after."""
         client = aiosmtplib.SMTP(
             hostname=address,
             port=port,
@@ -47,16 +54,53 @@ class ProbeActivities:
                 await client.starttls(server_hostname=host, tls_context=tls_context(self.smtp.ca_file))
                 await client.ehlo()
             await client.mail("")
-            try:
-                reply = await client.rcpt(rcpt)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                return ProbeResult(False, host, exc.code, exc.message)
-            return ProbeResult(True, host, reply.code, reply.message)
+            yield client
         finally:
             try:
                 await client.quit()
             except aiosmtplib.SMTPException:
                 client.close()
+
+    async def _rcpt(self, host: str, address: str, port: int, rcpt: str) -> ProbeResult:
+        async with self.session(host, address, port) as client:
+            try:
+                reply = await client.rcpt(rcpt)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                return ProbeResult(False, host, exc.code, exc.message)
+            return ProbeResult(True, host, reply.code, reply.message)
+
+    async def _many(self, host: str, address: str, query: AddressProbe) -> list[AddressVerdict]:
+        """Every address over one connection, at most `query.rate` RCPTs a second; a new
+        transaction (RSET, MAIL FROM) every `query.batch` recipients, as servers cap them."""
+        verdicts = []
+        interval = 1.0 / query.rate
+        async with self.session(host, address, query.port) as client:
+            began = time.monotonic()
+            for index, rcpt in enumerate(query.addresses):
+                if index and index % query.batch == 0:
+                    await client.rset()
+                    await client.mail("")
+                await asyncio.sleep(max(0.0, began + index * interval - time.monotonic()))
+                try:
+                    reply = await client.rcpt(rcpt)
+                    verdicts.append(AddressVerdict(rcpt, "accepted", reply.code, reply.message))
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    state = "deferred" if 400 <= exc.code < 500 else "refused"
+                    verdicts.append(AddressVerdict(rcpt, state, exc.code, exc.message))
+                activity.heartbeat(index)
+        return verdicts
+
+    @activity.defn
+    async def probe_addresses(self, query: AddressProbe) -> AddressReport:
+        """The first gateway MX that answers checks every address (quitting before DATA)."""
+        errors = []
+        for host in query.hosts:
+            for address in await self.dns.addresses(host):
+                try:
+                    return AddressReport(host, await self._many(host, address, query))
+                except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+                    errors.append(f"{host} [{address}]:{query.port}: {exc}")
+        raise ApplicationError("no gateway MX gave an answer: " + "; ".join(errors or ["no address found"]))
 
     @activity.defn
     async def probe_rcpt(self, query: ProbeQuery) -> ProbeResult:

@@ -49,16 +49,37 @@ class Registry:
     requests: dict[str, Filed] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _by_key: dict[str, Filed] = field(default_factory=dict)
+    _by_subject: dict[tuple[str, str], Filed] = field(default_factory=dict)  # (kind, subject): the first
+    _wl_domains: set[str] = field(default_factory=set)  # domains with any Whitelist entry
 
     def file(self, key: str, filing: Filing) -> Filed:
         """The request filed under `key`, filing it now if there is none."""
         with self.lock:
-            for filed in self.requests.values():
-                if filed.key == key:
-                    return filed
+            if key in self._by_key:
+                return self._by_key[key]
             filed = Filed(f"R{next(self._ids):05d}", key, filing, time.monotonic())
-            self.requests[filed.id] = filed
+            self.requests[filed.id] = self._by_key[key] = filed
+            self._by_subject.setdefault((filing.kind, filing.subject.lower()), filed)
+            if filing.kind == "wl":
+                self._wl_domains.add(filing.subject.rpartition("@")[2].lower())
             return filed
+
+    def _confirmed(self, kind: str, subject: str) -> bool:
+        filed = self._by_subject.get((kind, subject.lower()))
+        return filed is not None and filed.status(self.confirm_after) == "confirmed"
+
+    def accepts(self, rcpt: str) -> bool:
+        """The gateway's rule for mail from outside: the domain is registered, and the address is
+        on the Whitelist (a domain with no Whitelist entry at all accepts any address here, as
+        the gateway did for domains moved before the Whitelist)."""
+        domain = rcpt.rpartition("@")[2].lower()
+        with self.lock:
+            if not self._confirmed("domain", domain):
+                return False
+            if domain not in self._wl_domains:
+                return True
+            return self._confirmed("wl", rcpt)
 
     def listed(self, kind: str, address: str) -> bool:
         """Whether a confirmed entry of `kind` (tsl, unsecure) names `address`, not withdrawn since."""
@@ -70,10 +91,7 @@ class Registry:
 
     def registered(self, domain: str) -> bool:
         with self.lock:
-            return any(
-                f.filing.kind == "domain" and f.filing.subject == domain and f.status(self.confirm_after) == "confirmed"
-                for f in self.requests.values()
-            )
+            return self._confirmed("domain", domain)
 
 
 def _ipv4(filed: Filed) -> list[str]:

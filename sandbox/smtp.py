@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from sandbox.bind import free_port
 class GatewayHandler:
     def __init__(self, accepts: Callable[[str], bool]):
         self.accepts = accepts
+        self.rcpts: list[tuple[float, int, str]] = []  # (monotonic time, session, address)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.rcpts.append((time.monotonic(), id(session), address))
         if not self.accepts(address):
             return f"550 5.1.1 <{address}>: Recipient address rejected: not registered at the gateway"
         envelope.rcpt_tos.append(address)

@@ -105,7 +105,7 @@ class Sandbox:
         self.ca_file = self.root / "tls" / "sandbox-ca.pem"
         self.ca_file.parent.mkdir(parents=True, exist_ok=True)
         self.ca.cert_pem.write_to_path(str(self.ca_file))
-        registered = GatewayHandler(lambda rcpt: self.registry.registered(rcpt.rpartition("@")[2].lower()))
+        registered = GatewayHandler(self.registry.accepts)
         self.smtp = SmtpServer(registered, self.ca, GATEWAY_MX)
         self.relays = {
             "external": SmtpServer(

@@ -395,6 +395,29 @@ class ProbeResult:
 
 
 @dataclass
+class AddressProbe:
+    hosts: list[str]  # the gateway MX hosts, tried in order; the first that answers checks all
+    port: int
+    addresses: list[str]
+    rate: float = 10.0  # RCPTs a second at most, so the gateway is not hammered
+    batch: int = 100  # recipients per transaction
+
+
+@dataclass
+class AddressVerdict:
+    address: str
+    state: str  # accepted, refused, deferred (4xx: ask again later)
+    code: int | None
+    message: str
+
+
+@dataclass
+class AddressReport:
+    host: str
+    verdicts: list[AddressVerdict]
+
+
+@dataclass
 class Transition:
     """One line of the audit trail, and the read model's new state of the migration."""
 

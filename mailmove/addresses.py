@@ -1,0 +1,94 @@
+"""A domain's externally reachable addresses, read from a file the postmaster already has: one
+address per line, or a Postfix virtual(5) or aliases(5) map, whose left-hand sides are read.
+
+Postfix's own syntax: a line starting with `#` (after blanks) is a comment, a line starting
+with a blank continues the previous one, an alias key ends in `:`. A virtual catch-all
+(`@domain`) cannot go on the Whitelist: it is reported, since only the listed addresses will
+reach the domain from outside. Every address is checked with email-validator (no DNS) and
+must belong to the domain; every bad line is reported with its number, and then nothing starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailmove.names import BadName, to_alabel
+
+
+@dataclass
+class AddressList:
+    addresses: list[str] = field(default_factory=list)  # ASCII (A-label) form, in file order, once each
+    internal: list[str] = field(default_factory=list)  # listed as internal-only: no Whitelist entry
+    duplicates: list[str] = field(default_factory=list)
+    catch_alls: list[str] = field(default_factory=list)  # `@domain` keys: not whitelistable
+    errors: list[str] = field(default_factory=list)  # "FILE:LINE: why"
+
+
+def logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each logical line: comments dropped, continuations joined."""
+    lines: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        if raw[0] in " \t" and lines:
+            lines[-1] = (lines[-1][0], lines[-1][1] + " " + raw.strip())
+        else:
+            lines.append((number, raw.strip()))
+    return lines
+
+
+def _key(line: str, domain: str) -> tuple[str, bool]:
+    """The left-hand side of a line as an address, and whether the line marks it internal-only."""
+    head = line.split(None, 1)
+    first, rest = head[0], (head[1] if len(head) > 1 else "")
+    if ":" in first:  # aliases(5): `name: targets` (a virtual or plain key holds no colon)
+        local = first.split(":", 1)[0]
+        return (local if "@" in local else f"{local}@{domain}"), False
+    return first, rest.strip().lower() == "internal"  # a plain list may say `root@domain internal`
+
+
+def read_addresses(path: Path, domain: str, internal_only: tuple[str, ...] = ("root",)) -> AddressList:
+    """The addresses of `domain` in `path`; local parts in `internal_only` need no entry."""
+    result = AddressList()
+    domain = to_alabel(domain)
+    seen: set[str] = set()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        result.errors.append(f"{path}: cannot be read: {exc}")
+        return result
+    for number, line in logical_lines(text):
+        where = f"{path.name}:{number}"
+        key, internal = _key(line, domain)
+        if key.startswith("@"):
+            result.catch_alls.append(key)
+            continue
+        try:
+            checked = validate_email(key, check_deliverability=False, test_environment=True)
+        except EmailNotValidError as exc:
+            result.errors.append(f"{where}: {key!r}: {exc}")
+            continue
+        try:
+            address_domain = to_alabel(checked.domain)
+        except BadName as exc:
+            result.errors.append(f"{where}: {key!r}: {exc}")
+            continue
+        if address_domain != domain and not address_domain.endswith("." + domain):
+            result.errors.append(f"{where}: {key!r} is not an address of {domain}")
+            continue
+        if not checked.local_part.isascii():
+            result.errors.append(f"{where}: {key!r}: the gateway needs an ASCII local part (no SMTPUTF8)")
+            continue
+        address = f"{checked.local_part}@{address_domain}"
+        if address.lower() in seen:
+            result.duplicates.append(address)
+            continue
+        seen.add(address.lower())
+        if internal or checked.local_part.lower() in {n.lower() for n in internal_only}:
+            result.internal.append(address)
+        else:
+            result.addresses.append(address)
+    return result
