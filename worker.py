@@ -48,6 +48,7 @@ def activities(settings: Settings) -> list:
         dns.server_identity,
         audit.record_transition,
         portal.file_request,
+        portal.file_whitelist,
         portal.request_status,
         probe.probe_rcpt,
         probe.probe_addresses,

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from mailmove.config import PortalConfig
 from store.db import sessions
 from store.models import PortalRequest
-from workflows.model import PortalFiling, PortalReceipt
+from workflows.model import PortalFiling, PortalReceipt, WhitelistFiling
 
 
 class PortalActivities:
@@ -60,8 +60,7 @@ class PortalActivities:
             row.state, row.reference, row.status = "filed", reference, status
             row.filed_at = datetime.now(UTC)
 
-    @activity.defn
-    async def file_request(self, filing: PortalFiling) -> PortalReceipt:
+    async def _file(self, client: httpx.AsyncClient, filing: PortalFiling) -> PortalReceipt:
         row = await asyncio.to_thread(self._begin, filing)
         if row.state == "filed":
             return PortalReceipt(filing.key, row.reference, row.status)
@@ -71,15 +70,32 @@ class PortalActivities:
             "values": filing.values,
             "reference": filing.workflow_id,
         }
-        async with self._client() as client:
-            try:
-                response = await client.post("requests", json=body, headers={"Idempotency-Key": filing.key})
-            except httpx.HTTPError as exc:
-                raise ApplicationError(f"portal unreachable: {exc!r}") from exc
+        try:
+            response = await client.post("requests", json=body, headers={"Idempotency-Key": filing.key})
+        except httpx.HTTPError as exc:
+            raise ApplicationError(f"portal unreachable: {exc!r}") from exc
         _raise_for(response)
         answer = response.json()
         await asyncio.to_thread(self._filed, filing.key, str(answer["id"]), str(answer.get("status", "")))
         return PortalReceipt(filing.key, str(answer["id"]), str(answer.get("status", "")))
+
+    @activity.defn
+    async def file_request(self, filing: PortalFiling) -> PortalReceipt:
+        async with self._client() as client:
+            return await self._file(client, filing)
+
+    @activity.defn
+    async def file_whitelist(self, filing: WhitelistFiling) -> int:
+        """One Whitelist entry per address, each under its own idempotency key (the filing's key
+        and the address), so a retry files only what is missing; heartbeats its progress."""
+        async with self._client() as client:
+            for index, address in enumerate(filing.addresses):
+                entry = PortalFiling(
+                    f"{filing.key}:{address.lower()}", filing.workflow_id, "wl", address, {"domain": filing.domain}
+                )
+                await self._file(client, entry)
+                activity.heartbeat(index)
+        return len(filing.addresses)
 
     @activity.defn
     async def request_status(self, receipt: PortalReceipt) -> str:

@@ -94,6 +94,7 @@ async def migration(id: str, request: Request, principal: Principal = needs("vie
 class ConfirmBody(BaseModel):
     stage: str
     note: str = ""
+    lost: list[str] = Field(default=[], description="refused addresses accepted as lost")
 
 
 class ExtendBody(BaseModel):
@@ -109,7 +110,7 @@ class CancelBody(BaseModel):
 async def confirm(id: str, body: ConfirmBody, request: Request, principal: Principal = needs("operator")) -> dict:
     """Confirm a waiting stage (or retry a failed one)."""
     wid = visible_id(request, principal, id)
-    request_ = ConfirmInput(body.stage, principal.name, body.note)
+    request_ = ConfirmInput(body.stage, principal.name, body.note, lost=list(body.lost))
     return {"result": await act(control.confirm(await temporal(request), wid, request_))}
 
 
@@ -139,6 +140,8 @@ class DomainMoveBody(BaseModel):
     dns: str = "rfc2136"
     portal: str = ""
     legacy_preference: int | None = None
+    addresses: str = Field(default="", description="external addresses: one a line, or a virtual/aliases map")
+    no_external: bool = False
 
 
 class ServerMoveBody(BaseModel):
@@ -163,7 +166,16 @@ async def start_domain(request: Request, principal: Principal, body: DomainMoveB
     settings = request.app.state.settings
     move = await control.prepare_domain_move(
         settings,
-        DomainMoveRequest(body.domain, body.legacy_mx, body.dns, body.portal, body.legacy_preference, principal.name),
+        DomainMoveRequest(
+            body.domain,
+            body.legacy_mx,
+            body.dns,
+            body.portal,
+            body.legacy_preference,
+            principal.name,
+            addresses_text=body.addresses,
+            no_external=body.no_external,
+        ),
     )
     if not principal.sees(move.domain):
         raise FieldError("domain", f"{move.domain} is not one of your domains ({', '.join(principal.domains)})")

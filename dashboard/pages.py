@@ -128,9 +128,11 @@ async def confirm_form(
     request: Request,
     stage: str = Form(...),
     note: str = Form(""),
+    lost: str = Form(""),
     principal: Principal = needs("operator", html=True),
 ):
-    return await _after(request, id, confirm(id, ConfirmBody(stage=stage, note=note), request, principal))
+    body = ConfirmBody(stage=stage, note=note, lost=lost.replace(",", " ").split())
+    return await _after(request, id, confirm(id, body, request, principal))
 
 
 @router.post("/migrations/{id}/extend")
@@ -165,6 +167,8 @@ async def start_domain_form(request: Request, principal: Principal = needs("oper
         dns=form.get("dns", "rfc2136"),
         portal=form.get("portal", ""),
         legacy_preference=int(form["legacy_preference"]) if form.get("legacy_preference", "").isdigit() else None,
+        addresses=form.get("addresses", ""),
+        no_external=form.get("no_external") == "on",
     )
     return await _started(request, form, act(start_domain(request, principal, body)))
 

@@ -51,17 +51,21 @@ def _key(line: str, domain: str) -> tuple[str, bool]:
 
 
 def read_addresses(path: Path, domain: str, internal_only: tuple[str, ...] = ("root",)) -> AddressList:
-    """The addresses of `domain` in `path`; local parts in `internal_only` need no entry."""
-    result = AddressList()
-    domain = to_alabel(domain)
-    seen: set[str] = set()
+    """The addresses of `domain` in the file at `path` (see `parse_addresses`)."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        result.errors.append(f"{path}: cannot be read: {exc}")
-        return result
+        return AddressList(errors=[f"{path}: cannot be read: {exc}"])
+    return parse_addresses(text, path.name, domain, internal_only)
+
+
+def parse_addresses(text: str, name: str, domain: str, internal_only: tuple[str, ...] = ("root",)) -> AddressList:
+    """The addresses of `domain` in `text`; local parts in `internal_only` need no entry."""
+    result = AddressList()
+    domain = to_alabel(domain)
+    seen: set[str] = set()
     for number, line in logical_lines(text):
-        where = f"{path.name}:{number}"
+        where = f"{name}:{number}"
         key, internal = _key(line, domain)
         if key.startswith("@"):
             result.catch_alls.append(key)

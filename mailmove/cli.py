@@ -22,7 +22,7 @@ from dashboard.serve import serving
 from mailmove import control
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer
-from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, relay_test_query
+from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
 from mailmove.processes import stop_on_signals
 from mailmove.render import console, migration_table, shown, step_verdicts, swaks
 from mailmove.temporal import address, connect, register_search_attributes
@@ -33,9 +33,11 @@ from workflows.model import CancelInput, ConfirmInput, ExtendInput
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Move mail domains behind the central mail gateway.")
 domain_app = typer.Typer(no_args_is_help=True, help="Domain moves.")
 server_app = typer.Typer(no_args_is_help=True, help="Server moves.")
+whitelist_app = typer.Typer(no_args_is_help=True, help="The Whitelist entries of a domain move.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="A local world of real BIND, portal and SMTP stand-ins.")
 app.add_typer(domain_app, name="domain")
 app.add_typer(server_app, name="server")
+app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(sandbox_app, name="sandbox")
 
 
@@ -197,13 +199,24 @@ def domain_start(
     legacy_preference: Optional[int] = typer.Option(
         None, "--legacy-preference", help="default: gateway.legacy_preference"
     ),
+    addresses: Optional[Path] = typer.Option(
+        None, "--addresses", help="the externally reachable addresses: one a line, or a Postfix virtual/aliases map"
+    ),
+    no_external: bool = typer.Option(False, "--no-external", help="the domain receives nothing from outside"),
     as_json: bool = JSON,
 ) -> None:
     """Start moving DOMAIN behind the gateway; mailmove then drives every stage to `done`."""
 
     async def work(settings: Settings) -> None:
         request = DomainMoveRequest(
-            domain, legacy_mx, dns_mode.value, portal.value if portal else "", legacy_preference, actor()
+            domain,
+            legacy_mx,
+            dns_mode.value,
+            portal.value if portal else "",
+            legacy_preference,
+            actor(),
+            addresses_file=str(addresses) if addresses else "",
+            no_external=no_external,
         )
         move = await control.prepare_domain_move(settings, request)  # before Temporal is even asked
         wid = await control.start_domain_move(await client_for(settings), settings, move)
@@ -276,6 +289,35 @@ def server_start(
                 f"[yellow]no host agent polls {move.agent_queue} yet:[/yellow] run "
                 f"`mailmove worker --host {move.new_fqdn}` on {move.new_fqdn}; the firewall and relay test wait for it"
             )
+
+    run(work)
+
+
+@whitelist_app.command("diff")
+def whitelist_diff(
+    domain: str = typer.Argument(..., help="the moving domain"),
+    addresses: Path = typer.Option(..., "--addresses", help="the addresses file (list, virtual or aliases map)"),
+    as_json: bool = JSON,
+) -> None:
+    """What the file lists that was not filed (missing), and what was filed that it does not list
+    (extra); exit status 1 when anything is missing."""
+
+    async def work(settings: Settings) -> None:
+        wid = control.workflow_id(domain, settings)
+        request = DomainMoveRequest(wid.partition(":")[2], "-", addresses_file=str(addresses))
+        listed = external_addresses(request, request.domain)
+        diff = await control.whitelist_diff(await client_for(settings), settings, wid, listed)
+        if as_json:
+            print_json(diff)
+        else:
+            out = console()
+            out.print(f"{len(listed)} listed, {diff.filed} filed for {wid}")
+            for address in diff.missing:
+                out.print(f"[red]- missing[/red] {address}", highlight=False)
+            for address in diff.extra:
+                out.print(f"[yellow]+ extra[/yellow]   {address}", highlight=False)
+        if diff.missing:
+            raise typer.Exit(1)
 
     run(work)
 
@@ -365,14 +407,14 @@ def confirm_(
     id: str = typer.Argument(...),
     stage: str = typer.Argument(..., help="the waiting stage, e.g. await_registration or await_cutover"),
     note: str = typer.Option("", "--note", help="recorded in the history"),
+    lost: list[str] = typer.Option([], "--lost", help="a refused address accepted as lost (repeat)"),
 ) -> None:
     """Confirm a stage that waits for a person (or retry a stage that failed)."""
 
     async def work(settings: Settings) -> None:
         client = await client_for(settings)
-        console().print(
-            await control.confirm(client, control.workflow_id(id, settings), ConfirmInput(stage, actor(), note))
-        )
+        request = ConfirmInput(stage, actor(), note, lost=list(lost))
+        console().print(await control.confirm(client, control.workflow_id(id, settings), request))
 
     run(work)
 

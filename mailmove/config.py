@@ -126,6 +126,7 @@ class GatewayConfig:
     relay_unsecure: HostPort = HostPort("mailout-unsecure.hrz.tu-darmstadt.de", 25)
     internal_relay_addresses: tuple[str, ...] = ("130.83.157.89", "2001:41b8:83f:1608::25:3")
     spf_include: str = "_spf.tu-darmstadt.de"
+    probe_rate: float = 10.0  # RCPTs a second at most when the Whitelist is checked at the gateway
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ class PortalConfig:
     url: str = "https://www-cgi.hrz.tu-darmstadt.de/mail/"
     domain_form: str = "antrag-maildomain.php"
     tsl_form: str = "antrag-tsl.php"
+    wl_form: str = "antrag-wl.php"
     unsecure_form: str = ""  # the MailOut-Unsecure list has no form of its own: the web interface
     credentials_env: str = ""  # name of an environment variable holding a bearer token
     credentials_file: str = ""  # or a file holding it
@@ -266,6 +268,12 @@ def _int(value: Any, key: str, low: int, high: int) -> int:
     return value
 
 
+def _rate(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10000:
+        raise ConfigError(key, "must be a number of RCPTs a second, more than 0")
+    return float(value)
+
+
 def _resolve_path(value: str, base: Path) -> str:
     return str((base / value).resolve()) if value and not Path(value).is_absolute() else value
 
@@ -324,6 +332,7 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
             "gateway.internal_relay_addresses",
         ),
         spf_include=str(g.get("spf_include", d.gateway.spf_include)),
+        probe_rate=_rate(g.get("probe_rate", d.gateway.probe_rate), "gateway.probe_rate"),
     )
     if not gateway.mx:
         raise ConfigError("gateway.mx", "must name at least one host")
@@ -365,6 +374,7 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         url=str(p.get("url", d.portal.url)),
         domain_form=str(p.get("domain_form", d.portal.domain_form)),
         tsl_form=str(p.get("tsl_form", d.portal.tsl_form)),
+        wl_form=str(p.get("wl_form", d.portal.wl_form)),
         unsecure_form=str(p.get("unsecure_form", d.portal.unsecure_form)),
         credentials_env=str(p.get("credentials_env", "")),
         credentials_file=_resolve_path(str(p.get("credentials_file", "")), base),

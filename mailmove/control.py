@@ -37,7 +37,7 @@ from mailmove.inputs import (
 from mailmove.names import BadName, to_alabel
 from store.db import ready
 from store.models import Migration as StoredMigration
-from store.records import audit_trail, list_migrations, migration_row
+from store.records import audit_trail, list_migrations, migration_row, portal_requests
 from workflows import search
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.migration import Migration
@@ -223,6 +223,34 @@ async def extend(client: Client, wid: str, request: ExtendInput) -> str:
 
 async def cancel(client: Client, wid: str, request: CancelInput) -> str:
     return await _update(client.get_workflow_handle(wid), Migration.cancel, request)
+
+
+@dataclass
+class WhitelistDiff:
+    missing: list[str]  # in the file, not filed
+    extra: list[str]  # filed, not in the file
+    filed: int
+
+
+async def whitelist_diff(client: Client, settings: Settings, wid: str, listed: list[str]) -> WhitelistDiff:
+    """The file's addresses against what the move filed: the portal's records (http), or the
+    move's own list once a person confirmed filing it (manual)."""
+    rows = await asyncio.to_thread(_whitelist_rows, settings.database.url, wid)
+    filed = {r.lower(): r for r in rows}
+    shown = await show(client, settings, wid)
+    if shown.status is not None:
+        filed |= {a.address.lower(): a.address for a in shown.status.addresses if a.state != "pending"}
+    wanted = {a.lower(): a for a in listed}
+    return WhitelistDiff(
+        missing=[wanted[k] for k in wanted if k not in filed],
+        extra=sorted(filed[k] for k in filed if k not in wanted),
+        filed=len(filed),
+    )
+
+
+def _whitelist_rows(url: str, wid: str) -> list[str]:
+    with ready(url)() as session:
+        return [r.subject for r in portal_requests(session, wid) if r.kind == "wl" and r.state == "filed"]
 
 
 def jsonable(value: Any) -> Any:

@@ -18,6 +18,7 @@ import dns.message
 import httpx
 from email_validator import EmailNotValidError, validate_email
 
+from mailmove.addresses import parse_addresses, read_addresses
 from mailmove.config import ConfigError, HostPort, Settings, SmtpConfig, parse_host_port, read_tsig_keyfile
 from mailmove.names import BadName, is_address, to_alabel, to_ulabel
 from mailmove.temporal import host_queue
@@ -42,6 +43,9 @@ class DomainMoveRequest:
     portal_mode: str = ""  # empty: the configured mode
     legacy_preference: int | None = None  # None: the gateway profile's
     actor: str = ""
+    addresses_file: str = ""  # the externally reachable addresses (list, virtual or aliases map)
+    addresses_text: str = ""  # or the same as text (the dashboard's form and API)
+    no_external: bool = False  # the domain receives nothing from outside
 
 
 @dataclass
@@ -91,6 +95,7 @@ def domain_move_input(settings: Settings, request: DomainMoveRequest) -> DomainM
         raise FieldError("portal", f"{portal_mode!r} is not one of {', '.join(PORTAL_MODES)}")
     if request.dns_mode == "rfc2136":
         tsig_key_for(settings, domain)
+    addresses = external_addresses(request, domain)
     return DomainMoveInput(
         domain=domain,
         legacy_mx=legacy,
@@ -104,6 +109,10 @@ def domain_move_input(settings: Settings, request: DomainMoveRequest) -> DomainM
         timings=settings.timing,
         requested_by=request.actor,
         domain_display=to_ulabel(domain),
+        addresses=addresses,
+        external=not request.no_external,
+        wl_form=settings.portal.form(settings.portal.wl_form),
+        probe_rate=gateway.probe_rate,
     )
 
 
@@ -217,6 +226,24 @@ def relay_test_query(
         probe_id=uuid.uuid4().hex,
     )
     return query, smtp
+
+
+def external_addresses(request: DomainMoveRequest, domain: str) -> list[str]:
+    """The addresses to put on the Whitelist; every bad line named, with its number."""
+    given = bool(request.addresses_file) or bool(request.addresses_text.strip())
+    if given and request.no_external:
+        raise FieldError("addresses", "give either --addresses FILE or --no-external, not both")
+    if request.addresses_file:
+        listed = read_addresses(Path(request.addresses_file), domain)
+    elif request.addresses_text.strip():
+        listed = parse_addresses(request.addresses_text, "addresses", domain)
+    else:
+        return []
+    if listed.errors:
+        raise FieldError("addresses", "; ".join(listed.errors))
+    if not listed.addresses:
+        raise FieldError("addresses", f"no external address of {domain} is listed")
+    return listed.addresses
 
 
 def tsig_key_for(settings: Settings, domain: str) -> str:

@@ -52,6 +52,7 @@ class Registry:
     _by_key: dict[str, Filed] = field(default_factory=dict)
     _by_subject: dict[tuple[str, str], Filed] = field(default_factory=dict)  # (kind, subject): the first
     _wl_domains: set[str] = field(default_factory=set)  # domains with any Whitelist entry
+    withheld: set[str] = field(default_factory=set)  # subjects the centre has not entered (yet)
 
     def file(self, key: str, filing: Filing) -> Filed:
         """The request filed under `key`, filing it now if there is none."""
@@ -67,7 +68,9 @@ class Registry:
 
     def _confirmed(self, kind: str, subject: str) -> bool:
         filed = self._by_subject.get((kind, subject.lower()))
-        return filed is not None and filed.status(self.confirm_after) == "confirmed"
+        if filed is None or subject.lower() in self.withheld:
+            return False
+        return filed.status(self.confirm_after) == "confirmed"
 
     def accepts(self, rcpt: str) -> bool:
         """The gateway's rule for mail from outside: the domain is registered, and the address is

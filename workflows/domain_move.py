@@ -24,6 +24,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.migration import Migration, error_text
     from workflows.model import (
         DOMAIN_STAGES,
+        AddressProbe,
+        AddressVerdict,
+        ConfirmInput,
         ConvergenceQuery,
         ConvergenceReport,
         DomainMoveInput,
@@ -39,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ServerView,
         StageState,
         StageStatus,
+        WhitelistFiling,
         ZoneQuery,
         ZoneSnapshot,
         mx_key,
@@ -65,6 +69,8 @@ class DomainMoveWorkflow(Migration):
         gateway = [MxRecord(args.gateway_preference, host) for host in args.gateway_mx]
         self.with_legacy = list(mx_key(gateway + [MxRecord(args.legacy_preference, args.legacy_mx)]))
         self.final = list(mx_key(gateway))
+        self.addresses = {a: AddressVerdict(a, "pending", None, "") for a in args.addresses}
+        self.refused: list[str] = []  # listed addresses the gateway refuses (not on the Whitelist)
         self.eta: datetime | None = None
         self.records_to_set: list[str] = []
         self.resolvers: list[ResolverView] = []
@@ -171,10 +177,28 @@ class DomainMoveWorkflow(Migration):
             query = replace(query, window=window)
 
     async def request_domain(self) -> None:
+        """The domain, and a Whitelist entry for each externally reachable address."""
         stage = "request_domain"
         await self.begin(stage)
-        values = {"domain": self.args.domain_display or self.args.domain, "mx": ", ".join(self.args.gateway_mx)}
-        how = await self.file(stage, self.KIND, self.args.domain, values, self.args.portal_form)
+        a = self.args
+        values = {"domain": a.domain_display or a.domain, "mx": ", ".join(a.gateway_mx)}
+        if a.addresses and self.portal_mode == "manual":  # one form for a person: both requests
+            values |= {"whitelist_form": a.wl_form, "whitelist": "\n".join(a.addresses)}
+        how = await self.file(stage, self.KIND, a.domain, values, a.portal_form)
+        if a.addresses and self.portal_mode == "http":
+            filing = WhitelistFiling(str(workflow.uuid4()), workflow.info().workflow_id, a.domain, list(a.addresses))
+            timeout = policy.seconds(self.timings.portal_timeout * 2 + len(a.addresses))
+            filed = await self.attempt(
+                stage, lambda: self.act(PortalActivities.file_whitelist, filing, timeout, heartbeat=True)
+            )
+            how += f"; {filed} Whitelist entries filed"
+        for verdict in self.addresses.values():
+            verdict.state = "filed"
+        if not a.external:
+            how += "; the domain receives nothing from outside (--no-external): no Whitelist entry"
+        elif not a.addresses:
+            how += "; no external addresses were given: the Whitelist is neither filed nor checked"
+            self.alerts.append("no external addresses were given (--addresses FILE or --no-external)")
         await self.end(stage, detail=how)
 
     async def await_registration(self) -> None:
@@ -189,7 +213,70 @@ class DomainMoveWorkflow(Migration):
             detect=lambda: self.detect(rcpt),
             overdue="no registration",
         )
+        if self.args.addresses:
+            how += "; " + await self.verify_whitelist(stage)
         await self.end(stage, detail=how)
+
+    async def verify_whitelist(self, stage: str) -> str:
+        """Every listed address must be accepted by the gateway MX before the legacy MX goes;
+        refused ones keep the move waiting (the check repeats) unless accepted as lost."""
+        a, t = self.args, self.timings
+        status = self.stages[stage]
+        pending = list(a.addresses)
+        told = False
+        began = workflow.now()
+        while True:
+            probe = AddressProbe(list(a.gateway_mx), a.gateway_smtp_port, pending, rate=a.probe_rate)
+            timeout = policy.seconds(t.probe_timeout + len(pending) / a.probe_rate)
+            try:
+                report = await self.act(ProbeActivities.probe_addresses, probe, timeout, heartbeat=True)
+            except ActivityError as err:
+                status.last_error = error_text(err)
+            else:
+                for verdict in report.verdicts:
+                    self.addresses[verdict.address] = verdict
+                pending = [v.address for v in report.verdicts if v.state != "accepted"]
+                self.refused = [v.address for v in report.verdicts if v.state == "refused"]
+                if not pending:
+                    return f"{report.host} accepts all {len(a.addresses)} listed addresses"
+            status.state = StageState.WAITING
+            status.waiting_for = (
+                f"the gateway refuses {len(self.refused)} listed address(es), not on the Whitelist: "
+                f"{', '.join(self.refused[:20])}{' …' if len(self.refused) > 20 else ''}; file them at {a.wl_form} "
+                f"(checked again every {t.probe_interval:g}s) or accept them as lost: "
+                f"`mailmove confirm {workflow.info().workflow_id} {stage} --lost ADDRESS…`"
+            )
+            if not told:
+                told = True
+                await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
+            if workflow.now() - began >= timedelta(seconds=t.escalate_after) and not self.attention:
+                await self.escalate(f"{stage}: {len(pending)} listed address(es) still not accepted by the gateway")
+            self.confirmed.pop(stage, None)
+            self.awaiting.add(stage)
+            await self.pause(t.probe_interval, until=lambda: stage in self.confirmed)
+            if stage in self.confirmed:
+                lost = self.confirmed[stage].lost
+                for address in lost:
+                    self.addresses[address].state = "lost"
+                pending = [p for p in pending if p not in lost]
+                if not pending:
+                    return f"accepted as lost by {self.confirmed[stage].actor}: {', '.join(lost)}"
+
+    def check_confirm(self, request: ConfirmInput) -> None:
+        if request.lost and request.stage != "await_registration":
+            raise ValueError("lost: only await_registration takes addresses accepted as lost")
+        if request.lost and not self.refused:
+            raise ValueError("lost: the gateway refuses no listed address (yet)")
+        unknown = [x for x in request.lost if x not in self.addresses]
+        if unknown:
+            raise ValueError(f"lost: not listed for this domain: {', '.join(unknown)}")
+        if self.refused and request.stage == "await_registration":
+            missing = [x for x in self.refused if x not in request.lost]
+            if missing:
+                raise ValueError(
+                    f"lost: the gateway refuses {len(missing)} address(es); name each one to accept it as lost "
+                    f"(or file them on the Whitelist): {', '.join(missing[:20])}"
+                )
 
     async def detect(self, rcpt: str) -> str:
         """One detection round; a failing probe is shown, not fatal: the wait goes on."""
@@ -301,6 +388,7 @@ class DomainMoveWorkflow(Migration):
             "records_to_set": list(self.records_to_set),
             "resolvers": list(self.resolvers),
             "authoritative": list(self.authoritative),
+            "addresses": list(self.addresses.values()),
         }
 
 

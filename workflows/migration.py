@@ -118,8 +118,9 @@ class Migration:
         self.confirmed[request.stage] = request
         self.awaiting.discard(request.stage)
         result = f"{request.stage} confirmed"
+        detail = request.note + (f" (accepted as lost: {', '.join(request.lost)})" if request.lost else "")
         await self.transition(
-            self.state, "confirm", actor=request.actor, detail=request.note, stage=request.stage, result=result
+            self.state, "confirm", actor=request.actor, detail=detail.strip(), stage=request.stage, result=result
         )
         return result
 
@@ -130,6 +131,10 @@ class Migration:
         if request.stage not in self.awaiting:
             waiting = ", ".join(sorted(self.awaiting)) or "none"
             raise ValueError(f"stage: {request.stage} is not waiting for a confirm (waiting: {waiting})")
+        self.check_confirm(request)
+
+    def check_confirm(self, request: ConfirmInput) -> None:
+        """What a kind of move demands of a confirm beyond a waiting stage (ValueError if unmet)."""
 
     @workflow.update
     async def extend(self, request: ExtendInput) -> str:

@@ -108,6 +108,10 @@ class DomainMoveInput:
     dns_mode: str = "rfc2136"  # or "centre"
     portal_mode: str = "manual"  # or "http"
     portal_form: str = ""  # the form a postmaster files by hand in manual mode
+    addresses: list[str] = field(default_factory=list)  # externally reachable: Whitelist entries
+    external: bool = True  # False: the domain receives nothing from outside (--no-external)
+    wl_form: str = ""
+    probe_rate: float = 10.0  # RCPTs a second when the gateway is asked about the addresses
     timings: Timings = field(default_factory=Timings)
     requested_by: str = ""
     domain_display: str = ""  # U-label form, for people
@@ -373,6 +377,14 @@ class PortalFiling:
 
 
 @dataclass
+class WhitelistFiling:
+    key: str  # with each address, the idempotency key of its entry
+    workflow_id: str
+    domain: str
+    addresses: list[str]
+
+
+@dataclass
 class PortalReceipt:
     key: str
     reference: str
@@ -467,6 +479,7 @@ class MoveStatus:
     resolvers: list[ResolverView] = field(default_factory=list)
     authoritative: list[ServerView] = field(default_factory=list)
     message: str = ""
+    addresses: list[AddressVerdict] = field(default_factory=list)  # each listed address's state
     # server moves
     identity: ServerIdentity | None = None
     firewall: FirewallRules | None = None
@@ -482,6 +495,7 @@ class ConfirmInput:
     stage: str
     actor: str
     note: str = ""
+    lost: list[str] = field(default_factory=list)  # refused addresses a postmaster accepts as lost
 
 
 @dataclass

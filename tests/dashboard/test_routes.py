@@ -339,3 +339,22 @@ async def test_health_names_what_does_not_answer(dash):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(cut_off)), base_url="http://d") as c:
         health = await c.get("/healthz")
     assert health.status_code == 503 and health.json()["ok"] is False and "temporal" in health.json()
+
+
+async def test_addresses_from_the_api_and_on_the_detail_page(dash):
+    settings, app, tokens, client, env = dash
+    async with client("operator") as c:
+        bad = {"domain": DOMAIN, "legacy_mx": LEGACY, "addresses": f"alice@{DOMAIN}\nnot-an-address\n"}
+        r = await c.post("/api/domain-moves", json=bad)
+        assert r.status_code == 422 and r.json()["field"] == "addresses" and "addresses:2:" in r.json()["message"]
+        good = bad | {"addresses": f"alice@{DOMAIN}\ninfo@{DOMAIN}\n"}
+        assert (await c.post("/api/domain-moves", json=good)).status_code == 201
+        await until_stage(env.client.get_workflow_handle(WID), "request_domain", "waiting")
+        page = await c.get(f"/migrations/{WID}")
+        assert 'id="addresses"' in page.text and f"alice@{DOMAIN}" in page.text and "pending" in page.text
+        shown = (await c.get(f"/api/migrations/{WID}")).json()["status"]
+        assert [(a["address"], a["state"]) for a in shown["addresses"]] == [
+            (f"alice@{DOMAIN}", "pending"),
+            (f"info@{DOMAIN}", "pending"),
+        ]
+        assert shown["form"]["whitelist"] == f"alice@{DOMAIN}\ninfo@{DOMAIN}"
