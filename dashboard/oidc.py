@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import warnings
 
+from authlib.deprecate import AuthlibDeprecationWarning  # which sets its filter to "always"
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
 from mailmove.config import Settings
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # authlib's notice about its own httpx module, not ours to act on
-    from authlib.integrations.starlette_client import OAuth, OAuthError
+# authlib's notice about its own httpx module is not the postmaster's to act on
+warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
+from authlib.integrations.starlette_client import OAuth, OAuthError  # noqa: E402
 
 router = APIRouter(include_in_schema=False)
 
