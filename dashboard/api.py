@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from dashboard.app import needs, temporal
@@ -65,20 +65,9 @@ async def act(call) -> Any:
 
 
 @router.get("/migrations")
-async def migrations(
-    request: Request,
-    kind: str = "",
-    stage: str = "",
-    state: str = "",
-    attention: bool = False,
-    q: str = "",
-    page: int = 1,
-    principal: Principal = needs("viewer"),
-) -> dict:
+async def migrations(request: Request, filters: Filters = Depends(), principal: Principal = needs("viewer")) -> dict:
     """Every migration the caller may see, last changed first, 50 a page; counts per state."""
-    result = await asyncio.to_thread(
-        page_of, request.app.state.settings, principal, Filters(kind, stage, state, attention, q, page)
-    )
+    result = await asyncio.to_thread(page_of, request.app.state.settings, principal, filters)
     return control.jsonable({**asdict(result), "filters": asdict(result.filters)})
 
 
@@ -252,8 +241,6 @@ def install(app) -> None:
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException):
         if exc.status_code == 303:
-            from fastapi.responses import RedirectResponse
-
             return RedirectResponse(exc.headers["Location"], status_code=303)
         field = str(exc.detail).partition(":")[0] if ":" in str(exc.detail) else ""
         return JSONResponse({"field": field, "message": str(exc.detail)}, status_code=exc.status_code)

@@ -126,6 +126,11 @@ class Authenticator:
         return None
 
 
+def local_path(target: str) -> str:
+    """Where to go after a login: a path on this site only (never `//host` or a URL)."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
 def csrf_token(request: Request) -> str:
     """The session's CSRF token, made on first use."""
     token = request.session.get("csrf")

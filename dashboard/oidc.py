@@ -11,6 +11,7 @@ from authlib.deprecate import AuthlibDeprecationWarning  # which sets its filter
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
+from dashboard.auth import local_path
 from mailmove.config import Settings
 
 # authlib's notice about its own httpx module is not the postmaster's to act on
@@ -38,7 +39,7 @@ async def oidc_login(request: Request, next: str = "/"):
     settings: Settings = request.app.state.settings
     if not settings.dashboard.oidc_issuer:
         raise HTTPException(404, "oidc: no issuer is configured (dashboard.oidc_issuer)")
-    request.session["next"] = next if next.startswith("/") and not next.startswith("//") else "/"
+    request.session["next"] = local_path(next)
     return await request.app.state.oidc.authorize_redirect(request, str(request.url_for("oidc_callback")))
 
 

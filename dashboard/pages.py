@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
@@ -26,10 +26,9 @@ from dashboard.api import (
     visible_id,
 )
 from dashboard.app import HERE, HTMX, needs, signed_in, temporal
-from dashboard.auth import Principal, check_token, csrf_token
+from dashboard.auth import Principal, check_token, csrf_token, local_path
 from dashboard.listing import Filters, page_of
 from mailmove import control
-from mailmove.inputs import FieldError
 from mailmove.render import swaks
 from workflows.model import DOMAIN_STAGES, SERVER_STAGES, MoveState
 
@@ -59,7 +58,7 @@ async def login(request: Request, token: str = Form(""), next: str = Form("/"), 
         return render(request, "login.html", 401, next=next, token="", oidc=bool(request.app.state.oidc),
                       error="token: unknown, revoked or used up")  # fmt: skip
     request.session["user"] = {"name": principal.name, "role": principal.role, "domains": list(principal.domains)}
-    return RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", status_code=303)
+    return RedirectResponse(local_path(next), status_code=303)
 
 
 @router.post("/logout")
@@ -71,20 +70,15 @@ async def logout(request: Request, principal: Principal = needs("viewer", html=T
 @router.get("/")
 async def listing(
     request: Request,
-    kind: str = "",
-    stage: str = "",
-    state: str = "",
-    attention: bool = False,
-    q: str = "",
-    page: int = 1,
+    filters: Filters = Depends(),
     partial: bool = False,
     principal: Principal = needs("viewer", html=True),
 ) -> HTMLResponse:
-    filters = Filters(kind, stage, state, attention, q, page)
     result = await asyncio.to_thread(page_of, request.app.state.settings, principal, filters)
+    f = filters
     query = "&".join(
-        f"{k}={quote(str(v))}" for k, v in (("kind", kind), ("stage", stage), ("state", state), ("q", q)) if v
-    ) + ("&attention=true" if attention else "")
+        f"{k}={quote(str(v))}" for k, v in (("kind", f.kind), ("stage", f.stage), ("state", f.state), ("q", f.q)) if v
+    ) + ("&attention=true" if f.attention else "")
     return render(
         request,
         "_table.html" if partial else "list.html",
@@ -200,6 +194,4 @@ async def _started(request: Request, values: dict, call):
     except Problem as exc:
         error = f"{exc.field}: {exc.message}" if exc.field else exc.message
         return render(request, "start.html", exc.status, error=error, values=values)
-    except FieldError as exc:
-        return render(request, "start.html", 422, error=str(exc), values=values)
     return RedirectResponse(f"/migrations/{wid}?result={quote('started')}", status_code=303)

@@ -28,13 +28,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from mailmove.config import Settings
 from mailmove.inputs import (
     DomainMoveRequest,
-    FieldError,
     ServerMoveRequest,
     check_reachable,
     domain_move_input,
+    name_field,
     server_move_input,
 )
-from mailmove.names import BadName, to_alabel
 from store.db import ready
 from store.models import Migration as StoredMigration
 from store.records import audit_trail, list_migrations, migration_row, portal_requests
@@ -64,8 +63,8 @@ def workflow_id(text: str, settings: Settings | None = None) -> str:
     name, unless only a server move of that name is known (to the store of `settings`)."""
     if text.startswith((DOMAIN_PREFIX, SERVER_PREFIX)):
         prefix, _, name = text.partition(":")
-        return f"{prefix}:{_alabel('ID', name)}"
-    name = _alabel("ID", text)
+        return f"{prefix}:{name_field('ID', name)}"
+    name = name_field("ID", text)
     if settings is not None:
         with ready(settings.database.url)() as session:
             if session.get(StoredMigration, DOMAIN_PREFIX + name) is None and session.get(
@@ -76,14 +75,7 @@ def workflow_id(text: str, settings: Settings | None = None) -> str:
 
 
 def host_name(text: str) -> str:
-    return _alabel("host", text)
-
-
-def _alabel(field_: str, text: str) -> str:
-    try:
-        return to_alabel(text)
-    except BadName as exc:
-        raise FieldError(field_, str(exc)) from None
+    return name_field("host", text)
 
 
 async def prepare_domain_move(settings: Settings, request: DomainMoveRequest) -> DomainMoveInput:

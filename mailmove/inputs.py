@@ -67,7 +67,8 @@ class ServerMoveRequest:
     actor: str = ""
 
 
-def _name(field: str, text: str) -> str:
+def name_field(field: str, text: str) -> str:
+    """The A-label of `text`, or a FieldError naming `field`."""
     try:
         return to_alabel(text)
     except BadName as exc:
@@ -77,8 +78,8 @@ def _name(field: str, text: str) -> str:
 def domain_move_input(settings: Settings, request: DomainMoveRequest) -> DomainMoveInput:
     """The workflow input, or a FieldError; no I/O (see `check_reachable` for that)."""
     gateway = settings.gateway
-    domain = _name("domain", request.domain)
-    legacy = _name("legacy_mx", request.legacy_mx)
+    domain = name_field("domain", request.domain)
+    legacy = name_field("legacy_mx", request.legacy_mx)
     if legacy in gateway.mx:
         raise FieldError("legacy_mx", f"{legacy} is one of the gateway hosts; name the department's old mail server")
     preference = gateway.legacy_preference if request.legacy_preference is None else request.legacy_preference
@@ -140,8 +141,8 @@ def _mailbox(field: str, text: str) -> str:
 def server_move_input(settings: Settings, request: ServerMoveRequest) -> ServerMoveInput:
     """The workflow input, or a FieldError naming the option to fix; no I/O."""
     gateway = settings.gateway
-    old = _name("old", request.old)
-    new = _name("new", request.new)
+    old = name_field("old", request.old)
+    new = name_field("new", request.new)
     ipv4 = _address("new_ipv4", request.new_ipv4, 4)
     ipv6 = _address("new_ipv6", request.new_ipv6, 6) if request.new_ipv6 else ""
     if request.relay_scope not in RELAY_SCOPES:
@@ -149,7 +150,7 @@ def server_move_input(settings: Settings, request: ServerMoveRequest) -> ServerM
     portal_mode = request.portal_mode or settings.portal.mode
     if portal_mode not in PORTAL_MODES:
         raise FieldError("portal", f"{portal_mode!r} is not one of {', '.join(PORTAL_MODES)}")
-    senders = [_name("sender_domain", d) for d in request.sender_domains]
+    senders = [name_field("sender_domain", d) for d in request.sender_domains]
     entry = TslEntry(
         institution=request.institution.strip(),
         admins=[a.strip() for a in request.admins if a.strip()],
@@ -210,7 +211,7 @@ def relay_test_query(
         target = parse_host_port(relay, 25, "relay")
     except ConfigError as exc:
         raise FieldError("relay", str(exc).split(": ", 1)[1]) from None
-    host = target.host if is_address(target.host) else _name("relay", target.host)
+    host = target.host if is_address(target.host) else name_field("relay", target.host)
     if source and not is_address(source):
         raise FieldError("source", f"{source!r} is not an IP address of this machine")
     if ca is not None and not ca.is_file():
@@ -218,7 +219,7 @@ def relay_test_query(
     smtp = replace(settings.smtp, ca_file=str(ca)) if ca else settings.smtp
     query = RelayTestQuery(
         relay=Relay(host, target.port, tls),
-        helo=_name("helo", helo),
+        helo=name_field("helo", helo),
         mail_from=_mailbox("mail_from", mail_from),
         rcpt=_mailbox("rcpt", rcpt),
         source=source,

@@ -9,7 +9,7 @@ import subprocess
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.worker import Replayer
 
 from activities.firewall import NftTarget, covered, covered_by, tagged_rules
@@ -18,7 +18,16 @@ from mailmove.inputs import ServerMoveRequest
 from sandbox.world import Sandbox
 from store.db import sessions
 from store.records import audit_trail
-from tests.conftest import nft_in, reach, settings_for, skip_to_end, status_of, until_quiet, until_stage
+from tests.conftest import (
+    nft_in,
+    reach,
+    settings_for,
+    skip_to_end,
+    status_of,
+    terminate_running,
+    until_quiet,
+    until_stage,
+)
 from workflows.model import CancelInput, ConfirmInput, ExtendInput, MoveState, StageState
 from workflows.server_move import ServerMoveWorkflow, firewall_plan
 
@@ -57,9 +66,7 @@ async def start(time_env, worker_for, agent_for, netns):
         return settings, move, handles[-1]
 
     yield begin
-    for handle in handles:
-        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-            await handle.terminate("test over")
+    await terminate_running(time_env.client, *(h.id for h in handles))
 
 
 def filings(world: Sandbox) -> list[tuple[str, str, str]]:
