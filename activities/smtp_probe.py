@@ -12,8 +12,9 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import aiosmtplib
 from temporalio import activity
@@ -22,6 +23,8 @@ from temporalio.exceptions import ApplicationError
 from activities.dns import DnsActivities
 from mailmove.config import SmtpConfig
 from workflows.model import AddressProbe, AddressReport, AddressVerdict, ProbeQuery, ProbeResult
+
+T = TypeVar("T")
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:
@@ -90,31 +93,41 @@ class ProbeActivities:
                 activity.heartbeat(index)
         return verdicts
 
+    async def _first_answer(self, hosts: list[str], port: int, ask: Callable[[str, str], Awaitable[T]]) -> T:
+        """`ask(host, address)` of each gateway MX address in turn until one answers; a broken
+        connection or a temporary refusal (`_Later`) moves on to the next."""
+        errors = []
+        for host in hosts:
+            for address in await self.dns.addresses(host):
+                try:
+                    return await ask(host, address)
+                except _Later as exc:
+                    errors.append(f"{host}: {exc}")
+                except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+                    errors.append(f"{host} [{address}]:{port}: {exc}")
+        raise ApplicationError("no gateway MX gave an answer: " + "; ".join(errors or ["no address found"]))
+
     @activity.defn
     async def probe_addresses(self, query: AddressProbe) -> AddressReport:
         """The first gateway MX that answers checks every address (quitting before DATA)."""
-        errors = []
-        for host in query.hosts:
-            for address in await self.dns.addresses(host):
-                try:
-                    return AddressReport(host, await self._many(host, address, query))
-                except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-                    errors.append(f"{host} [{address}]:{query.port}: {exc}")
-        raise ApplicationError("no gateway MX gave an answer: " + "; ".join(errors or ["no address found"]))
+
+        async def ask(host: str, address: str) -> AddressReport:
+            return AddressReport(host, await self._many(host, address, query))
+
+        return await self._first_answer(query.hosts, query.port, ask)
 
     @activity.defn
     async def probe_rcpt(self, query: ProbeQuery) -> ProbeResult:
         """The first host that answers decides; 4xx and unreachable hosts are retried later."""
-        errors = []
-        for host in query.hosts:
-            for address in await self.dns.addresses(host):
-                try:
-                    result = await self._rcpt(host, address, query.port, query.rcpt)
-                except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
-                    errors.append(f"{host} [{address}]:{query.port}: {exc}")
-                    continue
-                if result.code is not None and 400 <= result.code < 500:
-                    errors.append(f"{host}: {result.code} {result.message}")
-                    continue
-                return result
-        raise ApplicationError("no gateway MX gave an answer: " + "; ".join(errors or ["no address found"]))
+
+        async def ask(host: str, address: str) -> ProbeResult:
+            result = await self._rcpt(host, address, query.port, query.rcpt)
+            if result.code is not None and 400 <= result.code < 500:
+                raise _Later(f"{result.code} {result.message}")
+            return result
+
+        return await self._first_answer(query.hosts, query.port, ask)
+
+
+class _Later(Exception):
+    """A temporary refusal (4xx): ask the next host, or later."""
