@@ -78,12 +78,14 @@ class ProbeActivities:
         verdicts = []
         interval = 1.0 / query.rate
         async with self.session(host, address, query.port) as client:
-            began = time.monotonic()
+            due = time.monotonic()
             for index, rcpt in enumerate(query.addresses):
                 if index and index % query.batch == 0:
                     await client.rset()
                     await client.mail("")
-                await asyncio.sleep(max(0.0, began + index * interval - time.monotonic()))
+                # spaced from the previous RCPT, never from a schedule: a stall is not made up by a burst
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                due = max(due, time.monotonic()) + interval
                 try:
                     reply = await client.rcpt(rcpt)
                     verdicts.append(AddressVerdict(rcpt, "accepted", reply.code, reply.message))
