@@ -282,10 +282,8 @@ class DomainMoveWorkflow(Migration):
         """One detection round; a failing probe is shown, not fatal: the wait goes on."""
         status = self.stages["await_registration"]
         try:
-            if receipt := self.receipts.get(self.KIND):
-                portal = await self.act(PortalActivities.request_status, receipt, self.portal_timeout)
-                if portal == "confirmed":
-                    return f"the portal confirmed request {receipt.reference}"
+            if how := await self.portal_confirmed(self.KIND):
+                return how
             probe: ProbeResult = await self.act(
                 ProbeActivities.probe_rcpt,
                 ProbeQuery(self.args.gateway_mx, self.args.gateway_smtp_port, rcpt),

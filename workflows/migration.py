@@ -260,6 +260,14 @@ class Migration:
         self.form = {}
         return "filed by hand: " + self.confirmed[stage].note
 
+    async def portal_confirmed(self, kind: str) -> str:
+        """How the portal confirmed the request of `kind` filed here, or "" (not yet, or none filed)."""
+        receipt = self.receipts.get(kind)
+        if receipt is None:
+            return ""
+        state = await self.act(PortalActivities.request_status, receipt, self.portal_timeout)
+        return f"the portal confirmed request {receipt.reference}" if state == "confirmed" else ""
+
     async def needs_retry(self, stage: str, error: str) -> None:
         """The stage failed for good: it waits, needing attention, for a retry confirm or a cancel."""
         status = self.stages[stage]

@@ -20,7 +20,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.dns import DnsActivities
     from activities.firewall import FirewallActivities, render
-    from activities.portal import PortalActivities
     from activities.postfix import PostfixActivities, postfix_lines
     from activities.relay_test import RETRYABLE, RelayTestActivities
     from workflows import policy
@@ -180,13 +179,11 @@ class ServerMoveWorkflow(Migration):
         await self.end(stage, detail=how)
 
     async def detect_entry(self) -> str:
-        receipt = self.receipts[self.list]
         try:
-            state = await self.act(PortalActivities.request_status, receipt, self.portal_timeout)
+            return await self.portal_confirmed(self.list)
         except ActivityError as err:
             self.stages["await_tsl"].last_error = error_text(err)
             return ""
-        return f"the portal confirmed request {receipt.reference}" if state == "confirmed" else ""
 
     async def open_firewall(self) -> None:
         stage = "open_firewall"
