@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
+from activities.check import CheckActivities
 from activities.dns import DnsActivities
 from activities.firewall import FirewallActivities, NftTarget
 from activities.portal import PortalActivities
@@ -39,6 +40,7 @@ def activities(settings: Settings) -> list:
     audit = AuditActivities(settings.database.url)
     portal = PortalActivities(settings.portal, settings.database.url)
     probe = ProbeActivities(settings.smtp, dns)
+    check = CheckActivities(settings, dns)
     return [
         dns.inspect_zone,
         dns.host_addresses,
@@ -52,6 +54,9 @@ def activities(settings: Settings) -> list:
         portal.request_status,
         probe.probe_rcpt,
         probe.probe_addresses,
+        check.check_domain,
+        check.check_server,
+        check.store_report,
     ]
 
 

@@ -247,14 +247,12 @@ class DnsActivities:
                 )
         reverse = []
         for address in wanted:
-            name = dns.reversename.from_address(address).to_text()
-            ptrs = [p.rstrip(".").lower() for p in await self.lookup(name, "PTR")]
-            ok = host in ptrs and address in forward
-            reverse.append(AddressCheck(address, ptrs, ok))
-            if host not in ptrs:
+            check = await self.fcrdns(host, address, forward)
+            reverse.append(check)
+            if host not in check.ptr:
                 problems.append(
-                    f"the PTR of {address} names {', '.join(ptrs) or 'nothing'}, not {host}: "
-                    f"set `{name} IN PTR {host}.` (forward and reverse must match)"
+                    f"the PTR of {address} names {', '.join(check.ptr) or 'nothing'}, not {host}: "
+                    f"set `{dns.reversename.from_address(address)} IN PTR {host}.` (forward and reverse must match)"
                 )
         for domain in query.sender_domains:
             mx, a = await asyncio.gather(self.lookup(domain, "MX"), self.lookup(domain, "A"))
@@ -265,6 +263,13 @@ class DnsActivities:
                 )
         old = await self.addresses(query.old_fqdn) if query.old_fqdn else []
         return ServerIdentity(forward=forward, reverse=reverse, old_addresses=old, problems=problems)
+
+    async def fcrdns(self, host: str, address: str, forward: list[str]) -> AddressCheck:
+        """Forward-confirmed reverse DNS of one address: a PTR names `host`, which resolves back."""
+        name = dns.reversename.from_address(address).to_text()
+        ptrs = [p.rstrip(".").lower() for p in await self.lookup(name, "PTR")]
+        confirmed = ipaddress.ip_address(address) in {ipaddress.ip_address(a) for a in forward}
+        return AddressCheck(address, ptrs, host in ptrs and confirmed)
 
     @activity.defn
     async def apply_mx(self, change: MxChange) -> MxChangeResult:

@@ -7,7 +7,8 @@ gateway insists on, QUIT. The verdict says what to do: `retry` (a 4xx, greylisti
 `unreachable`, `relay_denied` (no TSL entry yet) are worth repeating; `tls_refused`,
 `certificate`, `sender_rejected` and `rejected` need a person to fix something first.
 
-`run_relay_test` serves both the host agent's activity and `mailmove relay-test`.
+`run_relay_test` serves the host agent's activity, `mailmove relay-test` and, without the envelope,
+the STARTTLS check of `mailmove check --server`.
 """
 
 from __future__ import annotations
@@ -132,9 +133,10 @@ class Dialogue:
                 raise Aborted("tls_refused", f"{q.relay.host} does not offer STARTTLS; the gateway requires TLS 1.2+")
             await self.handshake(client)
             await self.command("ehlo", f"EHLO {q.helo}", client.ehlo())
-        await self.command("mail", f"MAIL FROM:<{q.mail_from}>", client.mail(q.mail_from))
-        await self.command("rcpt", f"RCPT TO:<{q.rcpt}>", client.rcpt(q.rcpt))
-        if q.send:
+        if q.envelope:
+            await self.command("mail", f"MAIL FROM:<{q.mail_from}>", client.mail(q.mail_from))
+            await self.command("rcpt", f"RCPT TO:<{q.rcpt}>", client.rcpt(q.rcpt))
+        if q.envelope and q.send:
             reply = await self.command("data", "DATA", client.data(message(q)))
             if m := _QUEUE_ID.search(reply.message):
                 self.queue_id = m.group(1)
@@ -216,7 +218,11 @@ async def run_relay_test(
                 return _transcript(query, dialogue, "retry", f"the connection broke: {exc}", warnings)
             errors.append(f"[{address}]:{relay.port}: {exc}")
             continue
-        cause = f"{relay.host} accepted relaying to {query.rcpt} from {query.helo}"
+        cause = (
+            f"{relay.host} accepted relaying to {query.rcpt} from {query.helo}"
+            if query.envelope
+            else f"{relay.host} offers STARTTLS with {dialogue.tls.version if dialogue.tls else 'no TLS'}"
+        )
         if dialogue.queue_id:
             cause += f"; queued as {dialogue.queue_id}"
         return _transcript(query, dialogue, "passed", cause, warnings)

@@ -73,11 +73,11 @@ async def migrations(request: Request, filters: Filters = Depends(), principal: 
 
 @router.get("/migrations/{id}")
 async def migration(id: str, request: Request, principal: Principal = needs("viewer")) -> dict:
-    """One migration: the workflow's status (stages, waits, ETA, reports), Temporal's view, the audit history."""
+    """One migration: the workflow's status (stages, waits, ETA), Temporal's view, the audit
+    history, and the check reports of its preflight and done stages."""
     wid = visible_id(request, principal, id)
     shown = await act(control.show(await temporal(request), request.app.state.settings, wid))
-    return control.jsonable({"id": wid, "execution": shown.execution, "status": shown.status,
-                             "audit": shown.audit, "note": shown.note})  # fmt: skip
+    return shown.json(wid)
 
 
 class ConfirmBody(BaseModel):

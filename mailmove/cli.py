@@ -24,7 +24,7 @@ from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer
 from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
 from mailmove.processes import stop_on_signals
-from mailmove.render import console, migration_table, shown, step_verdicts, swaks
+from mailmove.render import console, migration_table, report_view, shown, step_verdicts, swaks
 from mailmove.temporal import address, connect, register_search_attributes
 from store.db import upgrade
 from worker import build_worker, serve
@@ -49,6 +49,12 @@ class DnsMode(str, Enum):
 class PortalMode(str, Enum):
     manual = "manual"
     http = "http"
+
+
+class CheckStage(str, Enum):
+    before = "before"
+    during = "during"
+    after = "after"
 
 
 class RelayScope(str, Enum):
@@ -357,6 +363,32 @@ def relay_test(
     run(work)
 
 
+@app.command("check")
+def check_(
+    domain: Optional[str] = typer.Argument(None, help="the mail domain"),
+    server: Optional[str] = typer.Option(None, "--server", help="check a mail server (FQDN) instead"),
+    stage: Optional[CheckStage] = typer.Option(
+        None, "--stage", help="the MX plan to expect; default: inferred from the MX set served now"
+    ),
+    legacy_mx: Optional[str] = typer.Option(None, "--legacy-mx", help="the old server kept during the move"),
+    addresses: list[str] = typer.Option([], "--address", help="the server's addresses; default: its A/AAAA"),
+    as_json: bool = JSON,
+) -> None:
+    """A domain (MX plan, SPF, DMARC, MTA-STS/DANE hazards, authoritative servers) or a server
+    (forward and reverse DNS, banner, STARTTLS) against the gateway's rules; exit 1 on any error."""
+
+    async def work(settings: Settings) -> None:
+        report = await control.run_check(settings, domain, server, stage.value if stage else None, legacy_mx, addresses)
+        if as_json:
+            print_json(report.to_json())
+        else:
+            console().print(report_view(report))
+        if report.errors:
+            raise typer.Exit(1)
+
+    run(work)
+
+
 @app.command("list")
 def list_(kind: Optional[str] = typer.Option(None, help="domain or server"), as_json: bool = JSON) -> None:
     """Every migration, last changed first (from the database)."""
@@ -382,15 +414,7 @@ def show_(
         while True:
             view = await control.show(client, settings, wid)
             if as_json:
-                print_json(
-                    {
-                        "id": wid,
-                        "execution": view.execution,
-                        "status": view.status,
-                        "audit": view.audit,
-                        "note": view.note,
-                    }
-                )
+                typer.echo(json.dumps(view.json(wid), indent=2))
             else:
                 console().print(shown(view))
             if not watch or view.execution != "RUNNING":

@@ -182,6 +182,16 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True)
+class CheckConfig:
+    """`mailmove check`: where it looks (ports a test or a lab may move) and when it warns."""
+
+    smtp_port: int = 25  # a server's SMTP port for the STARTTLS check
+    mta_sts_port: int = 443  # https://mta-sts.<domain>/.well-known/mta-sts.txt (RFC 8461)
+    certificate_days: int = 14  # a certificate expiring sooner is a warning
+    timeout: float = 10.0  # per SMTP dialogue and policy fetch
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The host agent on a mail server: how it reaches nftables and Postfix there.
 
@@ -234,6 +244,7 @@ class Settings:
     timing: Timings = field(default_factory=Timings)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    check: CheckConfig = field(default_factory=CheckConfig)
     var_dir: Path = Path("var")
     source: Path | None = None
 
@@ -281,7 +292,7 @@ def _resolve_path(value: str, base: Path) -> str:
 def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None) -> Settings:
     """Typed settings from a parsed TOML document; relative paths are relative to `base`."""
     d = Settings()
-    top = {"temporal", "database", "gateway", "dns", "portal", "smtp", "timing", "dashboard", "agent", "paths"}
+    top = {"temporal", "database", "gateway", "dns", "portal", "smtp", "timing", "dashboard", "agent", "check", "paths"}
     _check_keys(raw, top, "config")
 
     t = _table(raw, "temporal")
@@ -435,6 +446,15 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
     if len(agent.nft_table.split()) != 2:
         raise ConfigError("agent.nft_table", f"{agent.nft_table!r} is not 'FAMILY NAME', e.g. 'inet filter'")
 
+    c = _table(raw, "check")
+    _check_keys(c, {f.name for f in fields(CheckConfig)}, "check")
+    check = CheckConfig(
+        smtp_port=_int(c.get("smtp_port", d.check.smtp_port), "check.smtp_port", 1, 65535),
+        mta_sts_port=_int(c.get("mta_sts_port", d.check.mta_sts_port), "check.mta_sts_port", 1, 65535),
+        certificate_days=_int(c.get("certificate_days", d.check.certificate_days), "check.certificate_days", 0, 3650),
+        timeout=parse_duration(c.get("timeout", d.check.timeout), "check.timeout"),
+    )
+
     return Settings(
         temporal=temporal,
         database=DatabaseConfig(url),
@@ -445,6 +465,7 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         timing=timing,
         dashboard=dashboard,
         agent=agent,
+        check=check,
         var_dir=var_dir,
         source=source,
     )

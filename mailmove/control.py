@@ -25,10 +25,13 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from checks.report import DomainCheckQuery, Report, ServerCheckQuery
 from mailmove.config import Settings
 from mailmove.inputs import (
     DomainMoveRequest,
+    FieldError,
     ServerMoveRequest,
+    address_field,
     check_reachable,
     domain_move_input,
     name_field,
@@ -36,7 +39,7 @@ from mailmove.inputs import (
 )
 from store.db import ready
 from store.models import Migration as StoredMigration
-from store.records import audit_trail, list_migrations, migration_row, portal_requests
+from store.records import audit_trail, check_reports, list_migrations, migration_row, portal_requests
 from workflows import search
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.migration import Migration
@@ -76,6 +79,34 @@ def workflow_id(text: str, settings: Settings | None = None) -> str:
 
 def host_name(text: str) -> str:
     return name_field("host", text)
+
+
+async def run_check(
+    settings: Settings,
+    domain: str | None,
+    server: str | None,
+    stage: str | None = None,
+    legacy_mx: str | None = None,
+    addresses: list[str] | None = None,
+) -> Report:
+    """`mailmove check`: one domain or one server, validated first (FieldError names the field)."""
+    from activities.dns import DnsActivities
+    from checks.domain import DomainChecks
+    from checks.server import ServerChecks
+
+    if bool(domain) == bool(server):
+        raise FieldError("DOMAIN", "name a domain, or a server with --server, not both")
+    dns = DnsActivities(settings)
+    if server:
+        if stage or legacy_mx:
+            raise FieldError("--stage", "a server has no stages; --stage and --legacy-mx belong to a domain")
+        query = ServerCheckQuery(host_name(server), [address_field("--address", a) for a in addresses or []])
+        return await ServerChecks(settings, dns).run(query)
+    if addresses:
+        raise FieldError("--address", "belongs to --server")
+    legacy = name_field("--legacy-mx", legacy_mx) if legacy_mx else ""
+    query = DomainCheckQuery(name_field("DOMAIN", domain), stage or "", legacy_mx=legacy)
+    return await DomainChecks(settings, dns).run(query)
 
 
 async def prepare_domain_move(settings: Settings, request: DomainMoveRequest) -> DomainMoveInput:
@@ -144,6 +175,20 @@ class Shown:
     execution: str  # RUNNING, COMPLETED, FAILED, ... as Temporal sees it
     audit: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
+    reports: dict[str, Report] = field(default_factory=dict)  # stage -> the check report stored there
+
+    def json(self, wid: str) -> dict[str, Any]:
+        """What `show --json` prints and the API returns."""
+        return jsonable(
+            {
+                "id": wid,
+                "execution": self.execution,
+                "status": self.status,
+                "audit": self.audit,
+                "note": self.note,
+                "reports": {stage: report.to_json() for stage, report in self.reports.items()},
+            }
+        )
 
 
 async def show(client: Client, settings: Settings, wid: str) -> Shown:
@@ -154,18 +199,20 @@ async def show(client: Client, settings: Settings, wid: str) -> Shown:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
         description = None
-    audit = await asyncio.to_thread(_audit, settings.database.url, wid)
+    audit, reports = await asyncio.to_thread(_stored, settings.database.url, wid)
     if description is None and not audit:
         raise Refused(f"no migration {wid}")
     if description is None:
-        return Shown(None, "UNKNOWN", audit, "Temporal no longer holds this workflow: history from the database")
+        note = "Temporal no longer holds this workflow: history from the database"
+        return Shown(None, "UNKNOWN", audit, note, reports)
     execution = description.status.name if description.status else "UNKNOWN"
     try:
         status = await handle.query("status", result_type=MoveStatus, rpc_timeout=timedelta(seconds=10))
     except (TimeoutError, RPCError) as exc:
-        return Shown(None, execution, audit, f"no worker answered the status query ({exc}); is `mailmove up` running?")
+        note = f"no worker answered the status query ({exc}); is `mailmove up` running?"
+        return Shown(None, execution, audit, note, reports)
     _merge_pending(status, description.raw_description.pending_activities)
-    return Shown(status, execution, audit)
+    return Shown(status, execution, audit, "", reports)
 
 
 def _merge_pending(status: MoveStatus, pending: Any) -> None:
@@ -179,12 +226,14 @@ def _merge_pending(status: MoveStatus, pending: Any) -> None:
             current.last_error = f"{activity.activity_type.name}: {activity.last_failure.message}"
 
 
-def _audit(url: str, wid: str) -> list[dict[str, Any]]:
+def _stored(url: str, wid: str) -> tuple[list[dict[str, Any]], dict[str, Report]]:
+    """The move's audit trail and check reports, from the store."""
     with ready(url)() as session:
-        return [
+        audit = [
             {"at": e.at, "actor": e.actor, "action": e.action, "stage": e.stage, "detail": e.detail, "result": e.result}
             for e in audit_trail(session, wid)
         ]
+        return audit, dict(check_reports(session, wid))
 
 
 def migrations(settings: Settings, kind: str | None = None) -> list[dict[str, Any]]:

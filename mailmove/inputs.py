@@ -129,6 +129,11 @@ def _address(field: str, text: str, version: int) -> str:
     return str(address)
 
 
+def address_field(field: str, text: str) -> str:
+    """A mail server's IPv4 or IPv6 address."""
+    return _address(field, text, 6 if ":" in text else 4)
+
+
 def _mailbox(field: str, text: str) -> str:
     """An address in the form SMTP carries it; no DNS lookup here (preflight does DNS). The
     `test` TLD (RFC 6761, the sandbox's) is let through; other special-use names are not."""

@@ -9,8 +9,17 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from checks.report import Report
 from mailmove.control import Shown
 from workflows.model import MoveStatus, RelayTranscript, StageState
+
+VERDICT_STYLE = {
+    "ok": "green",
+    "notice": "cyan",
+    "not_tested": "dim",
+    "warning": "yellow",
+    "error": "bold red",
+}
 
 STATE_STYLE = {
     "done": "green",
@@ -103,6 +112,8 @@ def shown(view: Shown) -> Group:
             parts += server_parts(status)
         if status.message:
             parts.append(Text(status.message, style="green" if status.state.value == "done" else ""))
+    for stage, report in view.reports.items():
+        parts.append(report_lines(stage, report))
     if view.audit:
         audit = Table(title="history", title_justify="left", show_edge=False)
         for column in ("at (UTC)", "who", "action", "stage", "detail"):
@@ -162,6 +173,46 @@ def step_verdicts(transcript: RelayTranscript) -> Table:
         reply = f"{step.code or ''} {step.reply.splitlines()[0] if step.reply else ''}".strip()
         table.add_row(step.step, reply, Text("ok" if step.ok else "FAILED", style="green" if step.ok else "bold red"))
     return table
+
+
+def report_view(report: Report) -> Group:
+    """A check report grouped as a person reads it: DNS, MX, SPF, … with the fix under each finding."""
+    title = f"{report.kind} {report.subject}" + (f", stage {report.stage}" if report.stage else "")
+    table = Table(title=f"check of {title} at {report.checked_at}", title_justify="left", show_lines=False)
+    for column in ("", "check", "finding"):
+        table.add_column(column, overflow="fold")
+    group = None
+    for check in sorted(report.checks, key=lambda c: _group_order(report, c.group)):
+        if check.group != group:
+            group = check.group
+            table.add_section()
+            table.add_row("", Text(group, style="bold"), "")
+        finding = Text(check.summary)
+        for label, values in (("seen", check.observed), ("wanted", check.expected)):
+            for value in values:
+                finding.append(f"\n  {label}: {value}", style="dim")
+        if check.reason:
+            finding.append(f"\n  why: {check.reason}", style="dim")
+        if check.fix and check.verdict not in ("ok", "not_tested"):
+            finding.append(f"\n  fix: {check.fix}", style=VERDICT_STYLE[check.verdict])
+        table.add_row(Text(check.verdict.replace("_", " "), style=VERDICT_STYLE[check.verdict]), check.id, finding)
+    worst = report.worst
+    summary = Text(f"{report.summary()}", style=VERDICT_STYLE[worst if worst != "not_tested" else "ok"])
+    return Group(table, *(Text(n, style="dim") for n in report.notes), summary)
+
+
+def report_lines(stage: str, report: Report) -> Text:
+    """A stored report in brief: its summary, and each warning and error with its fix."""
+    text = Text(f"check at {stage} ({report.checked_at}): {report.summary()}", style="bold")
+    for c in report.with_verdict("error", "warning"):
+        text.append(f"\n  {c.verdict} {c.id}: {c.summary}", style=VERDICT_STYLE[c.verdict])
+        text.append(f"\n    fix: {c.fix}")
+    return text
+
+
+def _group_order(report: Report, group: str) -> int:
+    """Groups in the order the checks ran, so related findings stay together."""
+    return [c.group for c in report.checks].index(group)
 
 
 def console(stderr: bool = False) -> Console:

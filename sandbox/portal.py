@@ -138,15 +138,22 @@ def app(registry: Registry) -> FastAPI:
 class HttpServer:
     """A stand-in's app served by uvicorn in a thread of its own, on a free loopback port."""
 
-    def __init__(self, api: FastAPI, name: str, port: int | None = None):
+    def __init__(self, api: FastAPI, name: str, port: int | None = None, tls: tuple[str, str] | None = None):
+        """`tls`: (certificate file, key file) to serve HTTPS instead of HTTP."""
         self.name = name
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.scheme = "https" if tls else "http"
+        certfile, keyfile = tls or (None, None)
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                api, host="127.0.0.1", port=self.port, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, name=name, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
     def start(self):
         self.thread.start()

@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import trustme
 from aiosmtpd.controller import Controller
@@ -86,7 +87,9 @@ class RelayHandler:
         return f"250 2.0.0 Ok: queued as Q{next(self._ids):06d}"
 
 
-def server_context(ca: trustme.CA, names: list[str], tls_max: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+def server_context(
+    ca: trustme.CA, names: list[str], tls_max: ssl.TLSVersion | None = None, not_after: datetime | None = None
+) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     if tls_max is not None:
         # an old device's relay; Debian's OpenSSL may refuse such a session outright
@@ -95,13 +98,13 @@ def server_context(ca: trustme.CA, names: list[str], tls_max: ssl.TLSVersion | N
             context.minimum_version = ssl.TLSVersion.TLSv1
             context.maximum_version = tls_max
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    ca.issue_cert(*names).configure_cert(context)
+    ca.issue_cert(*names, not_after=not_after).configure_cert(context)
     return context
 
 
 class SmtpServer:
-    """One aiosmtpd server on a free loopback port; STARTTLS with a certificate for `names`
-    unless `starttls` is off."""
+    """One aiosmtpd server on a free loopback port (of 127.0.0.1 unless `host` names another
+    loopback address); STARTTLS with a certificate for `names` unless `starttls` is off."""
 
     def __init__(
         self,
@@ -112,23 +115,26 @@ class SmtpServer:
         starttls: bool = True,
         require_starttls: bool = True,
         tls_max: ssl.TLSVersion | None = None,
+        not_after: datetime | None = None,
         port: int | None = None,
+        host: str = "127.0.0.1",
     ):
+        self.host = host
         self.port = port or free_port()
         self.handler = handler
         self.controller = Controller(
             handler,
-            hostname="127.0.0.1",
+            hostname=host,
             port=self.port,
             server_hostname=names[0],
-            tls_context=server_context(ca, names, tls_max) if starttls else None,
+            tls_context=server_context(ca, names, tls_max, not_after) if starttls else None,
             require_starttls=starttls and require_starttls,
             ready_timeout=10,
         )
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> SmtpServer:
         self.controller.start()

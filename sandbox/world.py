@@ -4,8 +4,8 @@ A department zone (the legacy mail host, a new server `mx2` with matching revers
 server `mx3` whose PTR names another host), the reverse zone of 127.0.0.0/8, a zone for the
 gateway's MX hosts and relays; BIND primary/secondary/resolver serving them, the portal
 stand-in, the gateway SMTP stand-in and the three relays, whose `mailout` relays only for
-addresses on a confirmed TrustedServerList entry. Nothing listens beyond 127.0.0.1 and every
-port is chosen at run time.
+addresses on a confirmed TrustedServerList entry, and `mx2`'s own MTA with STARTTLS on its
+address 127.0.0.2. Nothing listens beyond loopback and every port is chosen at run time.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ RELAYS = {
     "internal": f"mailout-intern.{GATEWAY_ZONE}",
     "unsecure": f"mailout-unsecure.{GATEWAY_ZONE}",
 }
+# the gateway's networks as its SPF record lists them (the default profile's; never reached)
+GATEWAY_SPF = "ip4:130.83.156.224/27 ip4:130.83.252.128/26 ip6:2001:41b8:83f:1610::/63"
 # the department's servers: the old one, a new one with matching reverse DNS, one without
 SERVERS = {"mail": "127.0.0.1", "mx2": "127.0.0.2", "mx3": "127.0.0.3"}
 PTR_OF = {"mx3": "www"}  # mx3's address points back at another name
@@ -73,6 +75,7 @@ def gateway_zone() -> Zone:
             "ns1 A 127.0.0.1",
             *(f"{h.split('.')[0]}.mx A 127.0.0.1" for h in GATEWAY_MX),
             *(f"{h.split('.')[0]} A 127.0.0.1" for h in RELAYS.values()),
+            f'_spf TXT "v=spf1 {GATEWAY_SPF} -all"',  # what departments include in their SPF
         ],
         ttl=300,
     )
@@ -120,16 +123,20 @@ class Sandbox:
             ),
         }
 
+        # the new server's own MTA, on its own address, for `mailmove check --server`
+        domain = options.domains[0]
+        self.department = SmtpServer(RelayHandler(), self.ca, [f"mx2.{domain}"], host=SERVERS["mx2"])
+
     def start(self) -> Sandbox:
         self.started_at = datetime.now(UTC)
         self.dns.start()
         self.portal.start()
-        for server in (self.smtp, *self.relays.values()):
+        for server in (self.smtp, *self.relays.values(), self.department):
             server.start()
         return self
 
     def stop(self) -> None:
-        for part in (self.smtp, *self.relays.values(), self.portal, self.dns):
+        for part in (self.smtp, *self.relays.values(), self.department, self.portal, self.dns):
             try:
                 part.stop()
             except Exception:  # noqa: BLE001 - stop the rest regardless
@@ -175,6 +182,7 @@ class Sandbox:
             f"[paths]\nvar = {q(str(var))}\n\n"
             f"[database]\nurl = {q(database_url or f'sqlite:///{var}/mailmove.db')}\n\n"
             f"[gateway]\nmx = {q(GATEWAY_MX)}\nsmtp_port = {self.smtp.port}\n"
+            f'spf_include = "_spf.{GATEWAY_ZONE}"\n'
             + "".join(
                 f"{key} = {q(f'{RELAYS[scope]}:{self.relays[scope].port}')}\n"
                 for key, scope in (
@@ -190,6 +198,7 @@ class Sandbox:
             f'[smtp]\nhelo = "probe.sandbox.test"\nca_file = {q(str(self.ca_file))}\ntimeout = 10\n\n'
             "[timing]\n"
             + "".join(f"{k} = {v}\n" for k, v in timing.items())
+            + f"\n[check]\nsmtp_port = {self.department.port}\n"
             + f'\n[dashboard]\nlisten = "127.0.0.1:{free_port()}"\n'
             + ("\n[agent]\n" + "".join(f"{k} = {q(v)}\n" for k, v in agent.items()) if agent else "")
         )

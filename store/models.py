@@ -82,3 +82,18 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CheckReport(Base):
+    """The check report a move stored at a stage (`preflight`, `done`): one per stage, replaced
+    when the stage runs again, so a retried activity writes it once."""
+
+    __tablename__ = "check_reports"
+
+    workflow_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # domain | server
+    subject: Mapped[str] = mapped_column(String(260))
+    worst: Mapped[str] = mapped_column(String(20))
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    body: Mapped[dict] = mapped_column(JSON)  # the report as `mailmove check --json` prints it

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.models import AuditEvent, Migration, PortalRequest
+from checks.report import Report
+from store.models import AuditEvent, CheckReport, Migration, PortalRequest
 from workflows.model import Transition
 
 
@@ -72,3 +73,20 @@ def audit_trail(session: Session, workflow_id: str) -> list[AuditEvent]:
 def portal_requests(session: Session, workflow_id: str) -> list[PortalRequest]:
     query = select(PortalRequest).where(PortalRequest.workflow_id == workflow_id).order_by(PortalRequest.created_at)
     return list(session.scalars(query))
+
+
+def save_report(session: Session, workflow_id: str, stage: str, report: Report) -> None:
+    """Replace the report of `stage`: a repeated write leaves one row with the latest run."""
+    row = session.get(CheckReport, (workflow_id, stage)) or CheckReport(workflow_id=workflow_id, stage=stage)
+    row.kind, row.subject, row.worst = report.kind, report.subject, report.worst
+    row.checked_at = datetime.fromisoformat(report.checked_at)
+    row.body = report.to_json()
+    session.add(row)
+
+
+def check_reports(session: Session, workflow_id: str) -> list[tuple[str, Report]]:
+    """(stage, report) pairs of a move, in the order they were taken."""
+    rows = session.scalars(
+        select(CheckReport).where(CheckReport.workflow_id == workflow_id).order_by(CheckReport.checked_at)
+    )
+    return [(row.stage, Report.from_json(row.body)) for row in rows]

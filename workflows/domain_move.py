@@ -17,11 +17,13 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.check import CheckActivities
     from activities.dns import DnsActivities
     from activities.portal import PortalActivities
     from activities.smtp_probe import ProbeActivities
+    from checks.report import DomainCheckQuery
     from workflows import policy
-    from workflows.migration import Migration, error_text
+    from workflows.migration import Migration, error_text, findings
     from workflows.model import (
         DOMAIN_STAGES,
         AddressProbe,
@@ -105,11 +107,20 @@ class DomainMoveWorkflow(Migration):
             raise ApplicationError("preflight: the legacy MX is one of the gateway hosts", non_retryable=True)
         if mx_key(self.snapshot.mx) == mx_key(self.final):
             raise ApplicationError(f"preflight: {self.args.domain} is already behind the gateway", non_retryable=True)
+        report = await self.check("preflight", CheckActivities.check_domain, self.check_query("before"))
+        if report and report.errors:
+            raise ApplicationError("preflight: " + findings(report.errors), non_retryable=True)
         self.message = (
             f"zone {self.snapshot.zone}, serial {self.snapshot.serial}; current MX: {_mx_text(self.snapshot.mx)} "
             f"(TTL {self.snapshot.mx_ttl}s); legacy host {self.args.legacy_mx} has {', '.join(legacy.addresses)}"
         )
+        if report and report.with_verdict("warning"):
+            self.message += "; warnings: " + findings(report.with_verdict("warning"))
         await self.end("preflight", detail=self.message)
+
+    def check_query(self, stage: str) -> DomainCheckQuery:
+        a = self.args
+        return DomainCheckQuery(a.domain, stage, a.gateway_mx, a.gateway_preference, a.legacy_mx, self.snapshot.mx)
 
     async def change_mx(self, stage: str, target: list[MxRecord], accept: list[list[MxRecord]]) -> None:
         await self.begin(stage)
@@ -339,6 +350,7 @@ class DomainMoveWorkflow(Migration):
             f"{self.args.domain} is behind the gateway ({_mx_text(self.final)}) and the old MX set has expired "
             f"from every cache: the old server {self.args.legacy_mx} may now be switched off."
         )
+        self.message += await self.final_check(CheckActivities.check_domain, self.check_query("after"))
         self.stages["done"].state = StageState.DONE
         self.stages["done"].ended = workflow.now()
         await self.transition(MoveState.DONE, "done", detail=self.message)

@@ -20,7 +20,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities
+    from activities.check import CheckActivities, StoredReport
     from activities.portal import PortalActivities
+    from checks.report import Report
     from workflows import policy, search
     from workflows.model import (
         CancelInput,
@@ -46,6 +48,11 @@ def error_text(err: BaseException) -> str:
     while isinstance(err, ActivityError) and err.cause is not None:
         err = err.cause
     return str(err) or type(err).__name__
+
+
+def findings(checks: list) -> str:
+    """Check results as one line each: what was found, and the fix."""
+    return "; ".join(f"{c.summary}: {c.fix}" if c.fix else c.summary for c in checks)
 
 
 class Migration:
@@ -77,6 +84,7 @@ class Migration:
         self.events = 0
         self.heartbeat_timeout = policy.seconds(timings.heartbeat_timeout)
         self.portal_timeout = policy.seconds(timings.portal_timeout)
+        self.checks: dict[str, str] = {}  # stage -> summary of the check report stored there
 
     async def drive(self, stages: list[Callable[[], Awaitable[None]]]) -> MoveResult:
         """Run the stages in order. A cancel accepted on the way compensates; a hard error (a
@@ -187,6 +195,7 @@ class Migration:
             form=dict(self.form),
             alerts=list(self.alerts),
             message=self.message,
+            checks=dict(self.checks),
             **self.details(),
         )
 
@@ -198,6 +207,32 @@ class Migration:
         return self.STAGES.index(self.stage) < self.STAGES.index(self.NO_RETURN)
 
     # -- running stages ---------------------------------------------------------------------
+
+    async def check(self, stage: str, method: Callable, query: Any) -> Report | None:
+        """Run `mailmove check` as an activity and store its report under this move and `stage`.
+
+        None for a move started before checks existed: its history has no such activities.
+        """
+        if not workflow.patched("check-reports"):
+            return None
+        timeout = policy.seconds(self.timings.check_timeout)
+        report = await self.act(method, query, timeout)
+        stored = StoredReport(workflow.info().workflow_id, stage, report)
+        await self.act(CheckActivities.store_report, stored, timeout)
+        self.checks[stage] = report.summary()
+        return report
+
+    async def final_check(self, method: Callable, query: Any) -> str:
+        """The `done` stage's report, stored and summed up for the closing message. It informs:
+        the move is finished either way, so a check that cannot run is said, not fatal."""
+        try:
+            report = await self.check("done", method, query)
+        except ActivityError as err:
+            return f" The final check could not run: {error_text(err)}."
+        if report is None:
+            return ""
+        problems = report.with_verdict("error", "warning")
+        return f" Final check: {report.summary()}" + (f" ({findings(problems)})" if problems else "") + "."
 
     def interrupted(self) -> bool:
         return self.cancel_request is not None and not self.compensating

@@ -65,7 +65,7 @@ class MxRecord:
     exchange: str  # absolute A-label name without the trailing dot, lower case
 
     def __str__(self) -> str:
-        return f"{self.preference} {self.exchange}."
+        return f"{self.preference} {self.exchange.rstrip('.')}."  # the root (null MX, RFC 7505): "0 ."
 
 
 def mx_key(records: list[MxRecord]) -> tuple[MxRecord, ...]:
@@ -95,6 +95,7 @@ class Timings:
     relay_retry_max: float = 3600.0
     relay_test_limit: float = 3 * 86400.0  # then the stage needs attention
     agent_timeout: float = 120.0  # one firewall change or relay test on the host agent
+    check_timeout: float = 120.0  # one run of `mailmove check` (DNS, SPF includes, SMTP, MTA-STS)
 
 
 @dataclass
@@ -231,6 +232,7 @@ class RelayTestQuery:
     source: str = ""  # bind to this local address (the server's own outbound address)
     send: bool = False
     probe_id: str = ""
+    envelope: bool = True  # False: stop after STARTTLS and the second EHLO (a server's own check)
 
 
 @dataclass
@@ -488,6 +490,7 @@ class MoveStatus:
     postfix_check: PostfixCheck | None = None
     transcript: RelayTranscript | None = None
     warnings: list[str] = field(default_factory=list)
+    checks: dict[str, str] = field(default_factory=dict)  # stage -> summary of its stored check report
 
 
 @dataclass

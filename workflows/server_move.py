@@ -18,12 +18,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.check import CheckActivities
     from activities.dns import DnsActivities
     from activities.firewall import FirewallActivities, render
     from activities.postfix import PostfixActivities, postfix_lines
     from activities.relay_test import RETRYABLE, RelayTestActivities
+    from checks.report import ServerCheckQuery
     from workflows import policy
-    from workflows.migration import Migration, error_text
+    from workflows.migration import Migration, error_text, findings
     from workflows.model import (
         SERVER_STAGES,
         FirewallChange,
@@ -112,10 +114,20 @@ class ServerMoveWorkflow(Migration):
         problems = list(self.identity.problems)
         if self.list:
             problems += [f"{field}: {fix}" for field, fix in a.entry.problems()]
+        report = await self.check("preflight", CheckActivities.check_server, self.check_query())
+        if report:  # the identity problems above have said what the DNS checks find
+            problems += [findings([c]) for c in report.errors if c.group != "DNS"]
         if problems:
             raise ApplicationError("preflight: " + "; ".join(problems), non_retryable=True)
         checked = ", ".join(f"{c.address} ↔ {a.new_fqdn}" for c in self.identity.reverse)
-        await self.end("preflight", detail=f"forward and reverse DNS match ({checked}); sender domains resolve")
+        detail = f"forward and reverse DNS match ({checked}); sender domains resolve"
+        if report and report.with_verdict("warning"):
+            detail += "; warnings: " + findings(report.with_verdict("warning"))
+        await self.end("preflight", detail=detail)
+
+    def check_query(self) -> ServerCheckQuery:
+        a = self.args
+        return ServerCheckQuery(a.new_fqdn, [x for x in (a.new_ipv4, a.new_ipv6) if x], self.transcript)
 
     def unchanged(self) -> bool:
         """Same name and address as the old server: its entry stays valid (the centre's rule)."""
@@ -309,6 +321,7 @@ class ServerMoveWorkflow(Migration):
         self.message = f"{a.new_fqdn} sends through {a.relay.host}" + (
             f"; the old server {a.old_fqdn} is off the {LIST_NAMES[self.list]}" if not self.skip_reason() else ""
         )
+        self.message += await self.final_check(CheckActivities.check_server, self.check_query())
         self.stages["done"].state = StageState.DONE
         self.stages["done"].ended = workflow.now()
         await self.transition(MoveState.DONE, "done", detail=self.message)

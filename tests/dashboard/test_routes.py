@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pytest
 
 from dashboard.app import HERE, HTMX, create_app
@@ -17,6 +18,7 @@ from dashboard.auth import issue_token
 from sandbox.oidc import OidcProvider
 from store.db import sessions
 from store.records import audit_trail
+from tests.checks.test_domain_checks import SCHEMA
 from tests.conftest import settings_for, terminate_running, until_stage
 
 DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"
@@ -91,6 +93,10 @@ async def test_api_reads_and_actions_by_role(dash):
         assert (await c.get("/api/migrations", params={"state": "done"})).json()["rows"] == []
         shown = (await c.get(f"/api/migrations/{DOMAIN}")).json()  # the bare name
         assert shown["status"]["stage"] == "request_domain" and shown["execution"] == "RUNNING"
+        preflight = shown["reports"]["preflight"]  # the check report stored by preflight
+        jsonschema.validate(preflight, SCHEMA)
+        assert (preflight["stage"], preflight["worst"]) == ("before", "notice")
+        assert shown["status"]["checks"] == {"preflight": "2 notice"}
         r = await c.post(f"/api/migrations/{WID}/confirm", json={"stage": "request_domain"})
         assert r.status_code == 403
         r = await c.get("/api/migrations/domain-move:unknown.sandbox.test")
@@ -154,6 +160,8 @@ async def test_pages_csrf_and_the_audit(dash):
             and "Confirm request_domain" in detail.text
             and "antrag-maildomain.php" in detail.text
         )
+        assert "Check at preflight (stage before): 2 notice" in detail.text
+        assert '<td class="verdict notice">notice</td><td>spf.record</td>' in detail.text
         r = await c.post(f"/migrations/{WID}/confirm", data={"stage": "request_domain", "note": "by form"})
         assert r.status_code == 403  # no CSRF token
         r = await c.post(

@@ -17,7 +17,7 @@ from mailmove import control
 from mailmove.inputs import ServerMoveRequest
 from sandbox.world import Sandbox
 from store.db import sessions
-from store.records import audit_trail
+from store.records import audit_trail, check_reports
 from tests.conftest import (
     nft_in,
     reach,
@@ -109,6 +109,15 @@ async def test_the_whole_move_through_the_portal_and_the_host_agent(time_env, st
     assert [s.state for s in status.stages] == [StageState.DONE] * 8
     trail = actions(settings, handle.id)
     assert ("bob", "confirm", "await_cutover") in trail
+    # the server's checks: at preflight (the agent's relay test not yet run), and at done
+    assert "Final check: 1 notice" not in result.message and "Final check: every check passed." in result.message
+    with sessions(settings.database.url)() as session:
+        reports = dict(check_reports(session, handle.id))
+    verdicts = {c.id: c.verdict for c in reports["done"].checks}
+    assert verdicts == {
+        "dns.fcrdns[127.0.0.2]": "ok", "smtp.banner[127.0.0.2]": "ok", "smtp.starttls[127.0.0.2]": "ok", "relay.test": "ok",
+    }  # fmt: skip
+    assert {c.id: c.verdict for c in reports["preflight"].checks}["relay.test"] == "not_tested"
     await Replayer(workflows=[ServerMoveWorkflow]).replay_workflow(await handle.fetch_history())
 
 
