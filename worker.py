@@ -20,6 +20,7 @@ from activities.audit import AuditActivities
 from activities.check import CheckActivities
 from activities.dns import DnsActivities
 from activities.firewall import FirewallActivities, NftTarget
+from activities.notify import NotifyActivities
 from activities.portal import PortalActivities
 from activities.postfix import PostfixActivities
 from activities.relay_test import RelayTestActivities
@@ -31,8 +32,9 @@ from mailmove.temporal import connect, host_queue
 from store.db import upgrade
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.server_move import ServerMoveWorkflow
+from workflows.wave import WaveWorkflow
 
-WORKFLOWS = [DomainMoveWorkflow, ServerMoveWorkflow]
+WORKFLOWS = [DomainMoveWorkflow, ServerMoveWorkflow, WaveWorkflow]
 
 
 def activities(settings: Settings) -> list:
@@ -41,6 +43,7 @@ def activities(settings: Settings) -> list:
     portal = PortalActivities(settings.portal, settings.database.url)
     probe = ProbeActivities(settings.smtp, dns)
     check = CheckActivities(settings, dns)
+    notify = NotifyActivities(settings, dns)
     return [
         dns.inspect_zone,
         dns.host_addresses,
@@ -57,6 +60,7 @@ def activities(settings: Settings) -> list:
         check.check_domain,
         check.check_server,
         check.store_report,
+        notify.send_notice,
     ]
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from dashboard.app import needs, temporal
 from dashboard.auth import ROLES, Principal, issue_token, list_tokens, revoke_token
 from dashboard.listing import Filters, page_of
-from mailmove import control
+from mailmove import control, waves
 from mailmove.config import ConfigError, parse_duration
 from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest
 from workflows.model import CancelInput, ConfirmInput, ExtendInput
@@ -131,6 +131,7 @@ class DomainMoveBody(BaseModel):
     legacy_preference: int | None = None
     addresses: str = Field(default="", description="external addresses: one a line, or a virtual/aliases map")
     no_external: bool = False
+    contact: str = Field(default="", description="e-mailed when a step waits for a person, is overdue, and at the end")
 
 
 class ServerMoveBody(BaseModel):
@@ -164,6 +165,7 @@ async def start_domain(request: Request, principal: Principal, body: DomainMoveB
             principal.name,
             addresses_text=body.addresses,
             no_external=body.no_external,
+            contact=body.contact,
         ),
     )
     if not principal.sees(move.domain):
@@ -244,3 +246,21 @@ def install(app) -> None:
             return RedirectResponse(exc.headers["Location"], status_code=303)
         field = str(exc.detail).partition(":")[0] if ":" in str(exc.detail) else ""
         return JSONResponse({"field": field, "message": str(exc.detail)}, status_code=exc.status_code)
+
+
+async def wave_for(request: Request, principal: Principal, id: str) -> waves.WaveView:
+    """A wave with only the rows this principal may see."""
+    view = await act(waves.show_wave(await temporal(request), request.app.state.settings, id))
+    return view.only(principal.sees)
+
+
+@router.get("/waves")
+async def wave_list(request: Request, principal: Principal = needs("viewer")) -> list[dict]:
+    """Every wave Temporal holds, newest first."""
+    return control.jsonable(await waves.list_waves(await temporal(request)))
+
+
+@router.get("/waves/{id}")
+async def wave(id: str, request: Request, principal: Principal = needs("viewer")) -> dict:
+    """A wave's rows and counts, and the rows that need attention (an operator sees their domains' rows)."""
+    return (await wave_for(request, principal, id)).json()

@@ -24,11 +24,12 @@ from dashboard.api import (
     start_domain,
     start_server,
     visible_id,
+    wave_for,
 )
 from dashboard.app import HERE, HTMX, needs, signed_in, temporal
 from dashboard.auth import Principal, check_token, csrf_token, local_path
 from dashboard.listing import Filters, page_of
-from mailmove import control
+from mailmove import control, waves
 from mailmove.render import swaks
 from workflows.model import DOMAIN_STAGES, SERVER_STAGES, MoveState
 
@@ -163,6 +164,7 @@ async def start_domain_form(request: Request, principal: Principal = needs("oper
         legacy_preference=int(form["legacy_preference"]) if form.get("legacy_preference", "").isdigit() else None,
         addresses=form.get("addresses", ""),
         no_external=form.get("no_external") == "on",
+        contact=form.get("contact", ""),
     )
     return await _started(request, form, act(start_domain(request, principal, body)))
 
@@ -195,3 +197,19 @@ async def _started(request: Request, values: dict, call):
         error = f"{exc.field}: {exc.message}" if exc.field else exc.message
         return render(request, "start.html", exc.status, error=error, values=values)
     return RedirectResponse(f"/migrations/{wid}?result={quote('started')}", status_code=303)
+
+
+@router.get("/waves")
+async def wave_list(request: Request, principal: Principal = needs("viewer", html=True)) -> HTMLResponse:
+    return render(request, "waves.html", waves=await waves.list_waves(await temporal(request)))
+
+
+@router.get("/waves/{id}")
+async def wave_page(
+    id: str, request: Request, partial: bool = False, principal: Principal = needs("viewer", html=True)
+) -> HTMLResponse:
+    try:
+        view = await wave_for(request, principal, id)
+    except Problem as exc:
+        return render(request, "error.html", exc.status, message=exc.message)
+    return render(request, "_wave.html" if partial else "wave.html", view=view)

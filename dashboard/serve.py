@@ -1,5 +1,5 @@
-"""The dashboard inside `mailmove up`: uvicorn on the configured address, in the same event loop
-as the worker, stopped with it."""
+"""The dashboard on uvicorn: inside `mailmove up`, in the same event loop as the worker and
+stopped with it, or alone (`mailmove dashboard`), stopped by SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ class _Embedded(uvicorn.Server):
 
 
 @asynccontextmanager
-async def serving(settings: Settings, client: Client) -> AsyncIterator[str]:
-    """Serve until the block ends; yields the one-time login URL (a fresh admin token)."""
+async def serving(settings: Settings, client: Client | None, login: bool = True) -> AsyncIterator[str]:
+    """Serve until the block ends; yields the one-time login URL (a fresh admin token), or ""
+    without `login` (a production dashboard behind OIDC or a proxy prints no credential)."""
     listen = settings.dashboard.listen
     server = _Embedded(
         uvicorn.Config(create_app(settings, client), host=listen.host, port=listen.port, log_level="warning")
@@ -35,9 +36,12 @@ async def serving(settings: Settings, client: Client) -> AsyncIterator[str]:
         if task.done():
             raise FieldError("dashboard.listen", f"{listen} cannot be served (in use?): {task.exception() or 'exit'}")
         await asyncio.sleep(0.02)
-    token = await asyncio.to_thread(issue_token, settings, "admin (login token of mailmove up)", "admin", (), True)
+    url = ""
+    if login:
+        token = await asyncio.to_thread(issue_token, settings, "admin (one-time login token)", "admin", (), True)
+        url = f"http://{listen}/login?token={token}"
     try:
-        yield f"http://{listen}/login?token={token}"
+        yield url
     finally:
         server.should_exit = True
         await task

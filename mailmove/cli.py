@@ -19,12 +19,12 @@ import typer
 from temporalio.client import Client
 
 from dashboard.serve import serving
-from mailmove import control
+from mailmove import control, waves
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer
 from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
 from mailmove.processes import stop_on_signals
-from mailmove.render import console, migration_table, report_view, shown, step_verdicts, swaks
+from mailmove.render import console, migration_table, report_view, shown, step_verdicts, swaks, wave_view
 from mailmove.temporal import address, connect, register_search_attributes
 from store.db import upgrade
 from worker import build_worker, serve
@@ -35,10 +35,12 @@ domain_app = typer.Typer(no_args_is_help=True, help="Domain moves.")
 server_app = typer.Typer(no_args_is_help=True, help="Server moves.")
 whitelist_app = typer.Typer(no_args_is_help=True, help="The Whitelist entries of a domain move.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="A local world of real BIND, portal and SMTP stand-ins.")
+wave_app = typer.Typer(no_args_is_help=True, help="Many moves from one CSV file, throttled.")
 app.add_typer(domain_app, name="domain")
 app.add_typer(server_app, name="server")
 app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(wave_app, name="wave")
 
 
 class DnsMode(str, Enum):
@@ -191,6 +193,42 @@ def worker(
     run(work)
 
 
+@app.command()
+def dashboard(
+    login_link: bool = typer.Option(False, "--login-link", help="print a one-time admin login link"),
+) -> None:
+    """Run only the dashboard, against `temporal.address` and the database (production: one
+    process of its own, behind TLS)."""
+
+    async def work(settings: Settings) -> None:
+        await asyncio.to_thread(upgrade, settings.database.url)
+        async with serving(settings, None, login=login_link) as login:
+            console().print(f"dashboard         http://{settings.dashboard.listen}/")
+            if login:
+                console().print(f"                  one-time login (admin): {login}", soft_wrap=True)
+            await stop_on_signals().wait()
+
+    run(work)
+
+
+@app.command()
+def bootstrap() -> None:
+    """Prepare a cluster and a database for mailmove: the store's schema (Alembic) and the search
+    attributes in `temporal.namespace`. Idempotent: run it at every deploy."""
+
+    async def work(settings: Settings) -> None:
+        await asyncio.to_thread(upgrade, settings.database.url)
+        client = await client_for(settings)
+        added = await register_search_attributes(client, settings.temporal.namespace)
+        console().print(
+            f"database {settings.database.url.split('@')[-1]}: schema up to date; namespace "
+            f"{settings.temporal.namespace}: search attributes "
+            + (f"added: {', '.join(added)}" if added else "already registered")
+        )
+
+    run(work)
+
+
 # -- domain moves -----------------------------------------------------------------------------
 
 
@@ -209,6 +247,9 @@ def domain_start(
         None, "--addresses", help="the externally reachable addresses: one a line, or a Postfix virtual/aliases map"
     ),
     no_external: bool = typer.Option(False, "--no-external", help="the domain receives nothing from outside"),
+    contact: str = typer.Option(
+        "", "--contact", help="e-mailed when a step waits for a person, is overdue, and at the end"
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Start moving DOMAIN behind the gateway; mailmove then drives every stage to `done`."""
@@ -223,6 +264,7 @@ def domain_start(
             actor(),
             addresses_file=str(addresses) if addresses else "",
             no_external=no_external,
+            contact=contact,
         )
         move = await control.prepare_domain_move(settings, request)  # before Temporal is even asked
         wid = await control.start_domain_move(await client_for(settings), settings, move)
@@ -295,6 +337,55 @@ def server_start(
                 f"[yellow]no host agent polls {move.agent_queue} yet:[/yellow] run "
                 f"`mailmove worker --host {move.new_fqdn}` on {move.new_fqdn}; the firewall and relay test wait for it"
             )
+
+    run(work)
+
+
+@wave_app.command("start")
+def wave_start(
+    file: Path = typer.Argument(..., help="CSV: one move a row (see the README)"),
+    concurrency: int = typer.Option(10, "--concurrency", help="moves running at once, at most"),
+    rate: str = typer.Option("30/min", "--rate", help="moves started (requests filed) at most, e.g. 30/min"),
+    name: str = typer.Option("", "--name", help="the wave's name; default: the file's name"),
+    as_json: bool = JSON,
+) -> None:
+    """Validate every row, then start one wave; a bad row starts nothing (exit 2, every bad row listed)."""
+
+    async def work(settings: Settings) -> None:
+        wave = await waves.prepare_wave(settings, file, concurrency, rate, name, actor())
+        wid = await waves.start_wave(await client_for(settings), settings, wave)
+        if as_json:
+            print_json({"id": wid, "rows": len(wave.rows), "concurrency": concurrency, "rate": wave.rate})
+        else:
+            console().print(
+                f"started {wid}: {len(wave.rows)} moves, at most {concurrency} at once and {wave.rate:g} a minute; "
+                f"watch it with `mailmove wave show {wave.name}`"
+            )
+
+    run(work)
+
+
+@wave_app.command("show")
+def wave_show(
+    id: str = typer.Argument(..., help="wave:<name> or the name"),
+    as_json: bool = JSON,
+    watch: bool = typer.Option(False, "--watch", help="refresh every 2 s until the wave ends"),
+) -> None:
+    """A wave's progress and the rows that need attention."""
+
+    async def work(settings: Settings) -> None:
+        client = await client_for(settings)
+        while True:
+            view = await waves.show_wave(client, settings, id)
+            if as_json:
+                typer.echo(json.dumps(view.json(), indent=2))
+            else:
+                console().print(wave_view(view))
+            if not watch or view.status.finished:
+                return
+            await asyncio.sleep(2)
+            if not as_json:
+                console().clear()
 
     run(work)
 

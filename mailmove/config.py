@@ -16,6 +16,10 @@ from typing import Any
 from workflows.model import Timings
 
 CONFIG_ENV = "MAILMOVE_CONFIG"
+# the tables of the file, in the order the README documents them
+SECTIONS = (
+    "temporal", "database", "gateway", "dns", "portal", "smtp", "timing", "dashboard", "agent", "check", "notify", "paths",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -182,6 +186,17 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True)
+class NotifyConfig:
+    """E-mail to a move's contact: a person's step waiting, overdue, the move done.
+
+    Off until `sender` is set: the gateway wants an envelope sender that receives mail."""
+
+    sender: str = ""  # e.g. "mailmove@hrz.tu-darmstadt.de"
+    relay: HostPort | None = None  # None: gateway.relay_internal (campus, TLS, no entry needed)
+    dashboard_url: str = ""  # e.g. "https://mailmove.hrz.tu-darmstadt.de/": links in the mails
+
+
+@dataclass(frozen=True)
 class CheckConfig:
     """`mailmove check`: where it looks (ports a test or a lab may move) and when it warns."""
 
@@ -245,6 +260,7 @@ class Settings:
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     var_dir: Path = Path("var")
     source: Path | None = None
 
@@ -292,8 +308,7 @@ def _resolve_path(value: str, base: Path) -> str:
 def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None) -> Settings:
     """Typed settings from a parsed TOML document; relative paths are relative to `base`."""
     d = Settings()
-    top = {"temporal", "database", "gateway", "dns", "portal", "smtp", "timing", "dashboard", "agent", "check", "paths"}
-    _check_keys(raw, top, "config")
+    _check_keys(raw, set(SECTIONS), "config")
 
     t = _table(raw, "temporal")
     _check_keys(t, {"address", "namespace", "task_queue", "embedded_listen", "embedded_ui_port"}, "temporal")
@@ -455,6 +470,17 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         timeout=parse_duration(c.get("timeout", d.check.timeout), "check.timeout"),
     )
 
+    n = _table(raw, "notify")
+    _check_keys(n, {f.name for f in fields(NotifyConfig)}, "notify")
+    sender = str(n.get("sender", "")).strip()
+    if sender and "@" not in sender:
+        raise ConfigError("notify.sender", f"{sender!r} is not an e-mail address")
+    notify = NotifyConfig(
+        sender=sender,
+        relay=parse_host_port(n["relay"], 25, "notify.relay") if n.get("relay") else None,
+        dashboard_url=str(n.get("dashboard_url", "")),
+    )
+
     return Settings(
         temporal=temporal,
         database=DatabaseConfig(url),
@@ -466,16 +492,38 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         dashboard=dashboard,
         agent=agent,
         check=check,
+        notify=notify,
         var_dir=var_dir,
         source=source,
     )
 
 
-def load_settings(path: str | Path | None = None) -> Settings:
-    """From `path`, else `$MAILMOVE_CONFIG`, else the built-in defaults (relative to the cwd)."""
-    path = path or os.environ.get(CONFIG_ENV)
+def environment_overrides(raw: dict, environ: dict[str, str]) -> dict:
+    """`MAILMOVE_<SECTION>_<KEY>=value` sets `[section] key` (containers, systemd units): the
+    value is read as a TOML value when it is one (`30`, `true`, `["a", "b"]`), else as text.
+    Secrets stay references here too: name a file or a variable, never the secret."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for name, value in environ.items():
+        if not name.startswith("MAILMOVE_"):
+            continue
+        section, _, key = name.removeprefix("MAILMOVE_").lower().partition("_")
+        if section not in SECTIONS or not key:
+            continue  # not configuration (MAILMOVE_USER, say)
+        try:
+            parsed = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        merged.setdefault(section, {})[key] = parsed
+    return merged
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """From `path`, else `$MAILMOVE_CONFIG`, else the built-in defaults (relative to the cwd);
+    then `MAILMOVE_<SECTION>_<KEY>` variables of the environment on top."""
+    environ = dict(os.environ) if environ is None else environ
+    path = path or environ.get(CONFIG_ENV)
     if not path:
-        return parse_settings({}, Path.cwd())
+        return parse_settings(environment_overrides({}, environ), Path.cwd())
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -483,4 +531,4 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raise ConfigError("--config", f"{path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
-    return parse_settings(raw, path.resolve().parent, path.resolve())
+    return parse_settings(environment_overrides(raw, environ), path.resolve().parent, path.resolve())

@@ -16,12 +16,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -153,14 +148,7 @@ async def _start(client: Client, settings: Settings, run: Any, move: Any, kind: 
             task_queue=settings.temporal.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search.KIND, kind),
-                    SearchAttributePair(search.SUBJECT, subject),
-                    SearchAttributePair(search.STAGE, "preflight"),
-                    SearchAttributePair(search.STATE, "running"),
-                ]
-            ),
+            search_attributes=search.at_start(kind, subject),
         )
     except WorkflowAlreadyStartedError:
         raise Refused(f"{subject} is already moving ({wid}); see `mailmove show {wid}`") from None

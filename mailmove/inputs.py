@@ -46,6 +46,7 @@ class DomainMoveRequest:
     addresses_file: str = ""  # the externally reachable addresses (list, virtual or aliases map)
     addresses_text: str = ""  # or the same as text (the dashboard's form and API)
     no_external: bool = False  # the domain receives nothing from outside
+    contact: str = ""  # told by e-mail when a person's step waits, is overdue, and when done
 
 
 @dataclass
@@ -114,6 +115,7 @@ def domain_move_input(settings: Settings, request: DomainMoveRequest) -> DomainM
         external=not request.no_external,
         wl_form=settings.portal.form(settings.portal.wl_form),
         probe_rate=gateway.probe_rate,
+        contact=_mailbox("contact", request.contact) if request.contact else "",
     )
 
 

@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from checks.report import Report
 from mailmove.control import Shown
+from mailmove.waves import WaveView
 from workflows.model import MoveStatus, RelayTranscript, StageState
 
 VERDICT_STYLE = {
@@ -213,6 +215,28 @@ def report_lines(stage: str, report: Report) -> Text:
 def _group_order(report: Report, group: str) -> int:
     """Groups in the order the checks ran, so related findings stay together."""
     return [c.group for c in report.checks].index(group)
+
+
+def wave_view(view: WaveView) -> Group:
+    """The wave's progress bar, its counts, and the rows that need a person."""
+    status = view.status
+    total, ended = len(status.rows), view.finished_rows()
+    counts = ", ".join(f"{n} {state}" for state, n in status.counts().items())
+    head = Text.assemble((f"wave:{status.name}", "bold"), f"  {ended}/{total} finished  ({counts})")
+    head.append(f"  at most {status.concurrency} at once, {status.rate:g} a minute", style="dim")
+    parts: list[Any] = [head, ProgressBar(total=total or 1, completed=ended, width=60)]
+    attention = view.attention()
+    if attention:
+        table = Table(title=f"{len(attention)} need attention", title_justify="left", show_edge=False)
+        for column in ("line", "id", "stage", "state"):
+            table.add_column(column)
+        for line, wid, stage, state in attention:
+            table.add_row(str(line), wid, stage, _styled(state))
+        parts.append(table)
+    failed = [r for r in status.rows if r.state in ("failed", "refused")]
+    for row in failed:
+        parts.append(Text(f"line {row.line} {row.workflow_id}: {row.state}: {row.message}", style="red"))
+    return Group(*parts)
 
 
 def console(stderr: bool = False) -> Console:

@@ -19,8 +19,8 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(address(settings), namespace=settings.temporal.namespace)
 
 
-async def register_search_attributes(client: Client, namespace: str) -> None:
-    """Idempotent: adds the attributes that are missing, leaves the rest."""
+async def register_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Idempotent: adds the attributes that are missing, leaves the rest; returns those added."""
     try:
         listed = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
         existing = set(listed.custom_attributes)
@@ -33,6 +33,7 @@ async def register_search_attributes(client: Client, namespace: str) -> None:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
+    return sorted(missing)
 
 
 def host_queue(task_queue: str, fqdn: str) -> str:

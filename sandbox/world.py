@@ -156,6 +156,7 @@ class Sandbox:
         portal_mode: str = "http",
         timing: dict[str, float] | None = None,
         agent: dict[str, list[str]] | None = None,
+        notify: bool = False,
     ) -> str:
         """A mailmove TOML configuration for this world (the embedded stack unless an address is given)."""
         var = self.root / "var"
@@ -199,6 +200,8 @@ class Sandbox:
             "[timing]\n"
             + "".join(f"{k} = {v}\n" for k, v in timing.items())
             + f"\n[check]\nsmtp_port = {self.department.port}\n"
+            # contacts' mail goes through the internal relay stand-in, which keeps it
+            + ('\n[notify]\nsender = "mailmove@sandbox.test"\n' if notify else "")
             + f'\n[dashboard]\nlisten = "127.0.0.1:{free_port()}"\n'
             + ("\n[agent]\n" + "".join(f"{k} = {q(v)}\n" for k, v in agent.items()) if agent else "")
         )

@@ -97,3 +97,17 @@ class CheckReport(Base):
     worst: Mapped[str] = mapped_column(String(20))
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     body: Mapped[dict] = mapped_column(JSON)  # the report as `mailmove check --json` prints it
+
+
+class Notification(Base):
+    """An e-mail sent to a move's contact, recorded once sent, so a retried activity does not
+    send it again."""
+
+    __tablename__ = "notifications"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(300), index=True)
+    event: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(320))
+    message_id: Mapped[str] = mapped_column(String(400))
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

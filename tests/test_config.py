@@ -123,3 +123,26 @@ def test_tsig_keyfile_from_tsig_keygen_with_several_keys(tmp_path):
     assert set(keys) == {"ddns-key", "other", "slashes"}
     assert keys["other"].algorithm == "hmac-sha512" and keys["slashes"].secret == "ab//cd#=="
     assert len(keys["ddns-key"].secret) == 44
+
+
+def test_the_environment_over_the_file(tmp_path):
+    path = tmp_path / "mailmove.toml"
+    path.write_text('[database]\nurl = "sqlite:///var/x.db"\n[check]\nsmtp_port = 2525\n')
+    environ = {
+        "MAILMOVE_DATABASE_URL": "postgresql://mailmove@db.example.org/mailmove",
+        "MAILMOVE_DNS_RESOLVERS": '["127.0.0.1:5353", "127.0.0.2"]',
+        "MAILMOVE_TIMING_ESCALATE_AFTER": "3d",
+        "MAILMOVE_NOTIFY_SENDER": "mailmove@example.org",
+        "MAILMOVE_USER": "alice",  # not configuration
+    }
+    s = load_settings(path, environ)
+    assert s.database.url == "postgresql://mailmove@db.example.org/mailmove"
+    assert s.dns.resolvers == (HostPort("127.0.0.1", 5353), HostPort("127.0.0.2", 53))
+    assert s.timing.escalate_after == 3 * 86400 and s.check.smtp_port == 2525  # the file's, kept
+    assert s.notify.sender == "mailmove@example.org"
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, {"MAILMOVE_DATABASE_URI": "x"})
+    assert err.value.field == "database.uri"
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, {"MAILMOVE_NOTIFY_SENDER": "nobody"})
+    assert err.value.field == "notify.sender"

@@ -65,7 +65,7 @@ class DomainMoveWorkflow(Migration):
 
     @workflow.init
     def __init__(self, args: DomainMoveInput) -> None:
-        self.setup(args.domain, args.timings, args.portal_mode)
+        self.setup(args.domain, args.timings, args.portal_mode, args.contact)
         self.args = args
         self.snapshot: ZoneSnapshot | None = None
         gateway = [MxRecord(args.gateway_preference, host) for host in args.gateway_mx]
@@ -260,6 +260,7 @@ class DomainMoveWorkflow(Migration):
             if not told:
                 told = True
                 await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
+                await self.tell("waiting", stage, status.waiting_for)
             if workflow.now() - began >= timedelta(seconds=t.escalate_after) and not self.attention:
                 await self.escalate(f"{stage}: {len(pending)} listed address(es) still not accepted by the gateway")
             self.confirmed.pop(stage, None)
@@ -350,10 +351,7 @@ class DomainMoveWorkflow(Migration):
             f"{self.args.domain} is behind the gateway ({_mx_text(self.final)}) and the old MX set has expired "
             f"from every cache: the old server {self.args.legacy_mx} may now be switched off."
         )
-        self.message += await self.final_check(CheckActivities.check_domain, self.check_query("after"))
-        self.stages["done"].state = StageState.DONE
-        self.stages["done"].ended = workflow.now()
-        await self.transition(MoveState.DONE, "done", detail=self.message)
+        await self.complete(CheckActivities.check_domain, self.check_query("after"))
 
     async def compensate(self) -> None:
         """Put back the MX set recorded in preflight, verified on every authoritative server."""

@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities
     from activities.check import CheckActivities, StoredReport
+    from activities.notify import NotifyActivities
     from activities.portal import PortalActivities
     from checks.report import Report
     from workflows import policy, search
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         MoveResult,
         MoveState,
         MoveStatus,
+        Notice,
         PortalFiling,
         PortalReceipt,
         StageState,
@@ -45,7 +47,8 @@ class Cancelled(Exception):
 
 
 def error_text(err: BaseException) -> str:
-    while isinstance(err, ActivityError) and err.cause is not None:
+    """The innermost cause of an activity's or a child workflow's failure: what a person reads."""
+    while isinstance(err, ActivityError | ChildWorkflowError) and err.cause is not None:
         err = err.cause
     return str(err) or type(err).__name__
 
@@ -63,8 +66,9 @@ class Migration:
     # From this stage on a cancel could no longer be undone, so it is refused.
     NO_RETURN: ClassVar[str]
 
-    def setup(self, subject: str, timings: Timings, portal_mode: str) -> None:
+    def setup(self, subject: str, timings: Timings, portal_mode: str, contact: str = "") -> None:
         self.subject = subject
+        self.contact = contact
         self.timings = timings
         self.portal_mode = portal_mode
         self.form: dict[str, str] = {}  # values a person files by hand, while they are waited for
@@ -222,17 +226,23 @@ class Migration:
         self.checks[stage] = report.summary()
         return report
 
-    async def final_check(self, method: Callable, query: Any) -> str:
-        """The `done` stage's report, stored and summed up for the closing message. It informs:
-        the move is finished either way, so a check that cannot run is said, not fatal."""
+    async def complete(self, method: Callable, query: Any) -> None:
+        """The `done` stage after `self.message` says what was achieved: the final check (stored
+        and summed up; it informs, the move is finished either way), the record, the contact told."""
         try:
             report = await self.check("done", method, query)
         except ActivityError as err:
-            return f" The final check could not run: {error_text(err)}."
-        if report is None:
-            return ""
-        problems = report.with_verdict("error", "warning")
-        return f" Final check: {report.summary()}" + (f" ({findings(problems)})" if problems else "") + "."
+            self.message += f" The final check could not run: {error_text(err)}."
+        else:
+            if report is not None:
+                problems = report.with_verdict("error", "warning")
+                self.message += (
+                    f" Final check: {report.summary()}" + (f" ({findings(problems)})" if problems else "") + "."
+                )
+        self.stages["done"].state = StageState.DONE
+        self.stages["done"].ended = workflow.now()
+        await self.transition(MoveState.DONE, "done", detail=self.message)
+        await self.tell("done", "done", self.message)
 
     def interrupted(self) -> bool:
         return self.cancel_request is not None and not self.compensating
@@ -325,6 +335,7 @@ class Migration:
         status.waiting_for = waiting_for
         if not self.attention:
             await self.transition(MoveState.WAITING, "waiting", detail=waiting_for)
+            await self.tell("waiting", stage, waiting_for)
         await self.pause(None, until=lambda: stage in self.confirmed)
 
     async def wait_person(
@@ -351,6 +362,7 @@ class Migration:
         status.waiting_for = waiting_for
         status.eta = self.escalate_at
         await self.transition(MoveState.WAITING, "waiting", detail=waiting_for)
+        await self.tell("waiting", stage, waiting_for)
         how = ""
         while not how:
             if stage in self.confirmed:
@@ -393,6 +405,32 @@ class Migration:
         if why not in self.alerts:
             self.alerts.append(why)
         await self.transition(MoveState.NEEDS_ATTENTION, "escalated", detail=why, result="needs attention")
+        await self.tell("overdue", self.stage, why)
+
+    async def tell(self, event: str, stage: str, text: str) -> None:
+        """E-mail the move's contact (a person's step waiting, overdue, the move done). A mail
+        that cannot be sent is an alert on the move, never its failure."""
+        if not self.contact or not workflow.patched("notifications"):
+            return
+        wid = workflow.info().workflow_id
+        subject = {
+            "waiting": f"[mailmove] {self.subject}: {stage} waits for you",
+            "overdue": f"[mailmove] {self.subject} needs attention at {stage}",
+            "done": f"[mailmove] {self.subject}: the move is done",
+        }[event]
+        body = f"{text}\n\nMove {wid}, stage {stage}.\n"
+        if event != "done":
+            body += f"Confirm when it is done: mailmove confirm {wid} {stage}\nShow it: mailmove show {wid}\n"
+        notice = Notice(str(workflow.uuid4()), wid, event, self.contact, subject, body)
+        try:
+            await workflow.execute_activity_method(
+                NotifyActivities.send_notice,
+                notice,
+                start_to_close_timeout=policy.NOTIFY_TIMEOUT,
+                retry_policy=policy.STAGE_RETRY,
+            )
+        except ActivityError as err:
+            self.alerts.append(f"the {event} mail to {self.contact} was not sent: {error_text(err)}")
 
     async def begin(self, stage: str) -> None:
         self.stage = stage

@@ -116,6 +116,7 @@ class DomainMoveInput:
     timings: Timings = field(default_factory=Timings)
     requested_by: str = ""
     domain_display: str = ""  # U-label form, for people
+    contact: str = ""  # who is told by e-mail when a person's step waits, is overdue, and at the end
 
 
 @dataclass
@@ -491,6 +492,18 @@ class MoveStatus:
     transcript: RelayTranscript | None = None
     warnings: list[str] = field(default_factory=list)
     checks: dict[str, str] = field(default_factory=dict)  # stage -> summary of its stored check report
+
+
+@dataclass
+class Notice:
+    """One e-mail to a move's contact; `key` makes it once-only and gives its Message-ID."""
+
+    key: str
+    workflow_id: str
+    event: str  # waiting, overdue, done
+    to: str
+    subject: str
+    body: str
 
 
 @dataclass

@@ -19,6 +19,7 @@ PERSISTENT_RETRY = RetryPolicy(
 )
 
 AUDIT_TIMEOUT = timedelta(seconds=30)
+NOTIFY_TIMEOUT = timedelta(seconds=60)  # one e-mail through the relay
 
 
 def seconds(value: float) -> timedelta:

@@ -64,7 +64,7 @@ class ServerMoveWorkflow(Migration):
 
     @workflow.init
     def __init__(self, args: ServerMoveInput) -> None:
-        self.setup(args.new_fqdn, args.timings, args.portal_mode)
+        self.setup(args.new_fqdn, args.timings, args.portal_mode, args.entry.contact)
         self.args = args
         self.list = LISTS[args.relay_scope]
         self.plan = firewall_plan(args)
@@ -321,10 +321,7 @@ class ServerMoveWorkflow(Migration):
         self.message = f"{a.new_fqdn} sends through {a.relay.host}" + (
             f"; the old server {a.old_fqdn} is off the {LIST_NAMES[self.list]}" if not self.skip_reason() else ""
         )
-        self.message += await self.final_check(CheckActivities.check_server, self.check_query())
-        self.stages["done"].state = StageState.DONE
-        self.stages["done"].ended = workflow.now()
-        await self.transition(MoveState.DONE, "done", detail=self.message)
+        await self.complete(CheckActivities.check_server, self.check_query())
 
     # -- cancel -----------------------------------------------------------------------------
 

@@ -1,0 +1,287 @@
+"""A wave from a CSV file: every row validated before anything starts, then one parent workflow.
+
+One row a move. A domain row has `domain` and `legacy_mx`, and may have `dns`, `portal`,
+`legacy_preference`, `addresses` (a file, relative to the CSV) or `no_external`, `contact`; a server row
+has `kind` = server, `old`, `new`, `new_ipv4` and the TrustedServerList entry (`institution`,
+`admins`, `contact`, `sender_domains`), and may have the options of `server start`. Cells
+with several values (`admins`, `sender_domains`) separate them by spaces. A bad row stops the
+whole wave: every bad row is listed, `FILE:LINE: field: why`, and nothing starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from mailmove.config import Settings
+from mailmove.control import jsonable
+from mailmove.inputs import (
+    DomainMoveRequest,
+    FieldError,
+    ServerMoveRequest,
+    check_reachable,
+    domain_move_input,
+    server_move_input,
+)
+from store.db import ready
+from store.models import Migration as StoredMigration
+from workflows.wave import WaveInput, WaveRow, WaveStatus, WaveWorkflow
+
+WAVE_PREFIX = "wave:"
+DOMAIN_COLUMNS = {
+    "kind", "domain", "legacy_mx", "dns", "portal", "legacy_preference", "addresses", "no_external", "contact",
+}  # fmt: skip
+SERVER_COLUMNS = {
+    "kind", "old", "new", "new_ipv4", "new_ipv6", "relay_scope", "institution", "admins", "contact",
+    "sender_domains", "mail_from", "rcpt", "send", "agent", "portal",
+}  # fmt: skip
+FINISHED = ("done", "failed", "cancelled")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|min|h|hour))?\s*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def parse_rate(text: str) -> float:
+    """Starts a minute from `30/min`, `0.5/s`, `100/h` or a bare number (a minute)."""
+    match = _RATE.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise FieldError("--rate", f"{text!r} is not a rate such as 30/min, 1/s or 100/h")
+    per = {"s": 60, "sec": 60, "h": 1 / 60, "hour": 1 / 60}.get(match.group(2) or "min", 1)
+    return float(match.group(1)) * per
+
+
+def _flag(cells: dict[str, str], column: str, default: bool) -> bool:
+    value = cells.get(column, "").strip().lower()
+    if not value:
+        return default
+    if value in ("yes", "true", "1", "y"):
+        return True
+    if value in ("no", "false", "0", "n"):
+        return False
+    raise FieldError(column, f"{value!r} is not yes or no")
+
+
+def _row(settings: Settings, cells: dict[str, str], base: Path, line: int, actor: str) -> WaveRow:
+    kind = cells.get("kind", "").strip().lower() or "domain"
+    if kind == "domain":
+        unknown = {c for c, v in cells.items() if v.strip()} - DOMAIN_COLUMNS
+        if unknown:
+            raise FieldError(sorted(unknown)[0], "belongs to a server row (kind = server)")
+        preference = cells.get("legacy_preference", "").strip()
+        if preference and not preference.isdigit():
+            raise FieldError("legacy_preference", f"{preference!r} is not a whole number")
+        addresses = cells.get("addresses", "").strip()
+        move = domain_move_input(
+            settings,
+            DomainMoveRequest(
+                domain=cells.get("domain", ""),
+                legacy_mx=cells.get("legacy_mx", ""),
+                dns_mode=cells.get("dns", "").strip() or "rfc2136",
+                portal_mode=cells.get("portal", "").strip(),
+                legacy_preference=int(preference) if preference else None,
+                actor=actor,
+                addresses_file=str(base / addresses) if addresses else "",
+                no_external=_flag(cells, "no_external", False),
+                contact=cells.get("contact", "").strip(),
+            ),
+        )
+        return WaveRow(line, "domain", move.domain, f"domain-move:{move.domain}", domain_move=move)
+    if kind == "server":
+        unknown = {c for c, v in cells.items() if v.strip()} - SERVER_COLUMNS
+        if unknown:
+            raise FieldError(sorted(unknown)[0], "belongs to a domain row")
+        move = server_move_input(
+            settings,
+            ServerMoveRequest(
+                old=cells.get("old", ""),
+                new=cells.get("new", ""),
+                new_ipv4=cells.get("new_ipv4", ""),
+                new_ipv6=cells.get("new_ipv6", "").strip(),
+                relay_scope=cells.get("relay_scope", "").strip() or "external",
+                institution=cells.get("institution", "").strip(),
+                admins=cells.get("admins", "").split(),
+                contact=cells.get("contact", "").strip(),
+                sender_domains=cells.get("sender_domains", "").split(),
+                mail_from=cells.get("mail_from", "").strip(),
+                rcpt=cells.get("rcpt", "").strip(),
+                send=_flag(cells, "send", False),
+                agent=_flag(cells, "agent", True),
+                portal_mode=cells.get("portal", "").strip(),
+                actor=actor,
+            ),
+        )
+        return WaveRow(line, "server", move.new_fqdn, f"server-move:{move.new_fqdn}", server_move=move)
+    raise FieldError("kind", f"{kind!r} is neither domain nor server")
+
+
+def _moving(settings: Settings, workflow_ids: list[str]) -> set[str]:
+    """The ids among `workflow_ids` of moves that have not finished (from the store)."""
+    with ready(settings.database.url)() as session:
+        return {
+            row.workflow_id
+            for wid in workflow_ids
+            if (row := session.get(StoredMigration, wid)) is not None and row.state not in FINISHED
+        }
+
+
+async def prepare_wave(
+    settings: Settings, path: Path, concurrency: int, rate: str, name: str = "", actor: str = ""
+) -> WaveInput:
+    """The validated wave; a FieldError lists every bad row. Nothing is started."""
+    name = name or path.stem
+    if not _NAME.match(name):
+        raise FieldError("--name", f"{name!r}: letters, digits, '.', '_' and '-' only")
+    if not 1 <= concurrency <= 1000:
+        raise FieldError("--concurrency", f"{concurrency} is not from 1 to 1000")
+    per_minute = parse_rate(rate)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FieldError("FILE", f"{path} cannot be read: {exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    columns = set(reader.fieldnames or [])
+    if not columns:
+        raise FieldError("FILE", f"{path} has no header row")
+    if unknown := sorted(columns - DOMAIN_COLUMNS - SERVER_COLUMNS):
+        raise FieldError("FILE", f"{path.name}:1: unknown column {unknown[0]!r}")
+    rows: list[WaveRow] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for cells in reader:
+        line = reader.line_num
+        cells = {k: v or "" for k, v in cells.items() if k}
+        try:
+            row = _row(settings, cells, path.parent, line, actor)
+        except FieldError as exc:
+            errors.append(f"{path.name}:{line}: {exc}")
+            continue
+        if row.workflow_id in seen:
+            errors.append(f"{path.name}:{line}: {row.kind}: {row.subject} is on line {seen[row.workflow_id]} already")
+            continue
+        seen[row.workflow_id] = line
+        rows.append(row)
+    moving = await asyncio.to_thread(_moving, settings, [r.workflow_id for r in rows])
+    errors += [
+        f"{path.name}:{r.line}: {r.kind}: {r.subject} is already moving ({r.workflow_id})"
+        for r in rows
+        if r.workflow_id in moving
+    ]
+    if errors:
+        raise FieldError("FILE", f"{len(errors)} bad row(s), nothing started:\n  " + "\n  ".join(errors))
+    if not rows:
+        raise FieldError("FILE", f"{path} has no rows")
+    await _reachable(settings, rows)
+    return WaveInput(name, rows, concurrency, per_minute, actor)
+
+
+async def _reachable(settings: Settings, rows: list[WaveRow]) -> None:
+    """Every server the wave's moves will talk to answers: once per portal mode and zone."""
+    targets: dict[tuple, tuple[str, str, str]] = {}
+    for row in rows:
+        move = row.domain_move
+        if move is None:
+            targets.setdefault((row.server_move.portal_mode,), (row.server_move.portal_mode, "", ""))
+            continue
+        zone = settings.dns.zone_for(move.domain)
+        key = (move.portal_mode, zone.name if zone else move.domain, move.dns_mode)
+        targets.setdefault(key, (move.portal_mode, move.domain, move.dns_mode))
+    for portal_mode, domain, dns_mode in targets.values():
+        await check_reachable(settings, portal_mode, domain, dns_mode)
+
+
+async def start_wave(client: Client, settings: Settings, wave: WaveInput) -> str:
+    wid = WAVE_PREFIX + wave.name
+    try:
+        await client.start_workflow(
+            WaveWorkflow.run,
+            wave,
+            id=wid,
+            task_queue=settings.temporal.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError:
+        raise FieldError("--name", f"a wave {wave.name!r} is running; give another --name") from None
+    return wid
+
+
+@dataclass
+class WaveView:
+    """A wave's progress from its workflow, each running row's stage and state from the store."""
+
+    status: WaveStatus
+    stored: dict[str, dict]  # workflow id -> {stage, state, attention, updated_at}
+
+    def only(self, sees: Callable[[str], bool]) -> WaveView:
+        """The rows a person may see (an operator limited to their domains)."""
+        rows = [r for r in self.status.rows if sees(r.subject)]
+        status = replace(self.status, rows=rows)
+        return WaveView(status, {k: v for k, v in self.stored.items() if k in {r.workflow_id for r in rows}})
+
+    def finished_rows(self) -> int:
+        return sum(r.state in (*FINISHED, "refused") for r in self.status.rows)
+
+    def json(self) -> dict:
+        """What `wave show --json` prints and the API returns."""
+        return jsonable(
+            {
+                "id": WAVE_PREFIX + self.status.name,
+                "status": self.status,
+                "counts": self.status.counts(),
+                "finished_rows": self.finished_rows(),
+                "stored": self.stored,
+                "attention": [dict(zip(("line", "id", "stage", "state"), a, strict=True)) for a in self.attention()],
+            }
+        )
+
+    def attention(self) -> list[tuple[int, str, str, str]]:
+        """(line, id, stage, state) of the rows that need a person."""
+        return [
+            (row.line, row.workflow_id, self.stored[row.workflow_id]["stage"], self.stored[row.workflow_id]["state"])
+            for row in self.status.rows
+            if row.workflow_id in self.stored and self.stored[row.workflow_id]["attention"]
+        ]
+
+
+def _stored_rows(url: str, workflow_ids: list[str]) -> dict[str, dict]:
+    with ready(url)() as session:
+        found = session.query(StoredMigration).filter(StoredMigration.workflow_id.in_(workflow_ids)).all()
+        return {
+            m.workflow_id: {"stage": m.stage, "state": m.state, "attention": m.attention, "updated_at": m.updated_at}
+            for m in found
+        }
+
+
+async def show_wave(client: Client, settings: Settings, text: str) -> WaveView:
+    wid = text if text.startswith(WAVE_PREFIX) else WAVE_PREFIX + text
+    try:
+        status = await client.get_workflow_handle(wid).query(WaveWorkflow.status)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise FieldError("ID", f"no wave {wid}") from None
+    ids = [r.workflow_id for r in status.rows if r.state != "pending"]
+    return WaveView(status, await asyncio.to_thread(_stored_rows, settings.database.url, ids))
+
+
+async def list_waves(client: Client) -> list[dict]:
+    """Every wave Temporal still holds (the latest run of each name), newest first."""
+    latest: dict[str, dict] = {}
+    async for w in client.list_workflows("WorkflowType = 'WaveWorkflow'"):
+        if w.id not in latest or w.start_time > latest[w.id]["started"]:
+            status = w.status.name if w.status else ""
+            latest[w.id] = {
+                "id": w.id,
+                "name": w.id.removeprefix(WAVE_PREFIX),
+                "status": status,
+                "started": w.start_time,
+            }
+    return sorted(latest.values(), key=lambda w: w["started"], reverse=True)

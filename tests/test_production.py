@@ -1,0 +1,68 @@
+"""The production topology on one machine: `mailmove bootstrap`, then the worker and the
+dashboard as processes of their own on PostgreSQL, configured by file and environment, a move
+started through the dashboard's API, and both processes stopped by SIGTERM within the grace
+period."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import httpx
+
+from dashboard.auth import issue_token
+from sandbox.bind import free_port
+from tests.conftest import ROOT, mailmove, settings_for, wait_for
+
+DOMAIN = "chem.sandbox.test"
+GRACE = 30  # the units' TimeoutStopSec and the pods' terminationGracePeriodSeconds
+
+
+async def process(config, *args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mailmove.cli", *args, cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "MAILMOVE_CONFIG": str(config), **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_bootstrap_then_worker_and_dashboard_processes_on_postgresql(dev_env, sandbox_factory, postgres_url):
+    world = sandbox_factory(confirm_after=1)
+    settings = settings_for(world, dev_env, portal_mode="http", database_url=postgres_url)
+    config = world.root / "mailmove.toml"
+    code, out, err = await mailmove(config, "bootstrap")
+    assert code == 0 and "schema up to date" in out, err
+    code, out, err = await mailmove(config, "bootstrap")  # idempotent
+    assert code == 0 and "search attributes already registered" in out, err
+
+    listen = f"127.0.0.1:{free_port()}"
+    env = {"MAILMOVE_DASHBOARD_LISTEN": listen}  # the environment over the file
+    worker = await process(config, "worker", env=env)
+    dashboard = await process(config, "dashboard", env=env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{listen}", timeout=5) as c:
+
+            async def healthy():
+                try:
+                    return (await c.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(healthy, timeout=60, what="the dashboard's health")
+            c.headers["Authorization"] = f"Bearer {issue_token(settings, 'ops', 'operator')}"
+            r = await c.post("/api/domain-moves", json={"domain": DOMAIN, "legacy_mx": f"mail.{DOMAIN}"})
+            assert r.status_code == 201, r.text
+
+            async def done():
+                state = (await c.get(f"/api/migrations/{DOMAIN}")).json()["status"]["state"]
+                return state == "done"
+
+            await wait_for(done, timeout=120, interval=1, what="the move done by the worker process")
+    finally:
+        for child in (worker, dashboard):
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
+    for child in (worker, dashboard):
+        _, err = await asyncio.wait_for(child.communicate(), GRACE)
+        assert child.returncode == 0, err.decode()[-2000:]
