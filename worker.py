@@ -35,6 +35,9 @@ from workflows.server_move import ServerMoveWorkflow
 from workflows.wave import WaveWorkflow
 
 WORKFLOWS = [DomainMoveWorkflow, ServerMoveWorkflow, WaveWorkflow]
+# on SIGTERM, running activities get this long to finish; every unit, pod and container of
+# deploy/ allows more before it kills the process
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
 
 def activities(settings: Settings) -> list:
@@ -83,7 +86,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         task_queue=task_queue or settings.temporal.task_queue,
         workflows=WORKFLOWS,
         activities=activities(settings),
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # heartbeats carry cancellation: a cancelled polling activity stops within ~2 s
         max_heartbeat_throttle_interval=timedelta(seconds=2),
     )
@@ -94,7 +97,7 @@ def build_agent(client: Client, settings: Settings, host: str) -> Worker:
         client,
         task_queue=host_queue(settings.temporal.task_queue, host),
         activities=agent_activities(settings),
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         max_heartbeat_throttle_interval=timedelta(seconds=2),
     )
 
