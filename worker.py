@@ -25,6 +25,7 @@ from activities.portal import PortalActivities
 from activities.postfix import PostfixActivities
 from activities.relay_test import RelayTestActivities
 from activities.smtp_probe import ProbeActivities
+from activities.wave import WaveActivities
 from mailmove.config import Settings, load_settings
 from mailmove.names import to_alabel
 from mailmove.processes import stop_on_signals
@@ -47,6 +48,7 @@ def activities(settings: Settings) -> list:
     probe = ProbeActivities(settings.smtp, dns)
     check = CheckActivities(settings, dns)
     notify = NotifyActivities(settings, dns)
+    wave = WaveActivities(settings.database.url)
     return [
         dns.inspect_zone,
         dns.host_addresses,
@@ -64,6 +66,7 @@ def activities(settings: Settings) -> list:
         check.check_server,
         check.store_report,
         notify.send_notice,
+        wave.wave_rows,
     ]
 
 

@@ -29,7 +29,7 @@ from store.models import Notification
 from workflows.model import Notice
 
 
-def compose(notice: Notice, sender: str) -> EmailMessage:
+def compose(notice: Notice, sender: str, dashboard_url: str = "") -> EmailMessage:
     msg = EmailMessage(policy=SMTP)
     msg["From"] = f"mailmove <{sender}>"
     msg["To"] = notice.to
@@ -38,7 +38,8 @@ def compose(notice: Notice, sender: str) -> EmailMessage:
     msg["Message-ID"] = message_id(notice, sender)
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Mailmove-Event"] = f"{notice.event} {notice.workflow_id}"
-    msg.set_content(notice.body)
+    link = f"\nOn the dashboard: {dashboard_url.rstrip('/')}/migrations/{notice.workflow_id}\n" if dashboard_url else ""
+    msg.set_content(notice.body + link)
     return msg
 
 
@@ -95,7 +96,7 @@ class NotifyActivities:
         failures = []
         for address in addresses:
             try:
-                await self._send(compose(notice, config.sender), relay.host, address, relay.port)
+                await self._send(compose(notice, config.sender, config.dashboard_url), relay.host, address, relay.port)
                 break
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 raise ApplicationError(f"{relay} refuses {notice.to}: {exc}", non_retryable=True) from exc

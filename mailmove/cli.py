@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from temporalio.client import Client
@@ -126,6 +126,24 @@ async def client_for(settings: Settings) -> Client:
         field = "temporal.address" if settings.temporal.address else "temporal.embedded_listen"
         hint = "" if settings.temporal.address else " (is `mailmove up` running?)"
         raise FieldError(field, f"{address(settings)} does not answer{hint}: {exc}") from None
+
+
+async def showing(
+    fetch: Callable[[], Awaitable[Any]], render: Callable[[Any], Any], until: Callable[[Any], bool]
+) -> None:
+    """Print what `fetch` returns (a dict as JSON, else a Rich view), every 2 s until `until`."""
+    while True:
+        view = await fetch()
+        shown_view = render(view)
+        if isinstance(shown_view, dict):
+            typer.echo(json.dumps(shown_view, indent=2))
+        else:
+            console().print(shown_view)
+        if until(view):
+            return
+        await asyncio.sleep(2)
+        if not isinstance(shown_view, dict):
+            console().clear()
 
 
 def print_json(value: object) -> None:
@@ -375,17 +393,11 @@ def wave_show(
 
     async def work(settings: Settings) -> None:
         client = await client_for(settings)
-        while True:
-            view = await waves.show_wave(client, settings, id)
-            if as_json:
-                typer.echo(json.dumps(view.json(), indent=2))
-            else:
-                console().print(wave_view(view))
-            if not watch or view.status.finished:
-                return
-            await asyncio.sleep(2)
-            if not as_json:
-                console().clear()
+        await showing(
+            lambda: waves.show_wave(client, settings, id),
+            lambda view: view.json() if as_json else wave_view(view),
+            until=lambda view: not watch or view.status.finished,
+        )
 
     run(work)
 
@@ -502,17 +514,11 @@ def show_(
     async def work(settings: Settings) -> None:
         client = await client_for(settings)
         wid = control.workflow_id(id, settings)
-        while True:
-            view = await control.show(client, settings, wid)
-            if as_json:
-                typer.echo(json.dumps(view.json(wid), indent=2))
-            else:
-                console().print(shown(view))
-            if not watch or view.execution != "RUNNING":
-                return
-            await asyncio.sleep(2)
-            if not as_json:
-                console().clear()
+        await showing(
+            lambda: control.show(client, settings, wid),
+            lambda view: view.json(wid) if as_json else shown(view),
+            until=lambda view: not watch or view.execution != "RUNNING",
+        )
 
     run(work)
 

@@ -220,7 +220,7 @@ def _group_order(report: Report, group: str) -> int:
 def wave_view(view: WaveView) -> Group:
     """The wave's progress bar, its counts, and the rows that need a person."""
     status = view.status
-    total, ended = len(status.rows), view.finished_rows()
+    total, ended = status.total, view.finished_rows()
     counts = ", ".join(f"{n} {state}" for state, n in status.counts().items())
     head = Text.assemble((f"wave:{status.name}", "bold"), f"  {ended}/{total} finished  ({counts})")
     head.append(f"  at most {status.concurrency} at once, {status.rate:g} a minute", style="dim")

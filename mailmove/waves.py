@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.converter import AdvancedJSONEncoder
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -34,7 +37,9 @@ from mailmove.inputs import (
 )
 from store.db import ready
 from store.models import Migration as StoredMigration
-from workflows.wave import WaveInput, WaveRow, WaveStatus, WaveWorkflow
+from store.records import save_wave_rows
+from workflows.model import WaveInput, WaveRow, WaveStatus
+from workflows.wave import WaveWorkflow
 
 WAVE_PREFIX = "wave:"
 DOMAIN_COLUMNS = {
@@ -132,9 +137,20 @@ def _moving(settings: Settings, workflow_ids: list[str]) -> set[str]:
         }
 
 
+@dataclass
+class PreparedWave:
+    """Every row validated; nothing started yet."""
+
+    name: str
+    rows: list[WaveRow]
+    concurrency: int
+    rate: float  # starts a minute
+    requested_by: str = ""
+
+
 async def prepare_wave(
     settings: Settings, path: Path, concurrency: int, rate: str, name: str = "", actor: str = ""
-) -> WaveInput:
+) -> PreparedWave:
     """The validated wave; a FieldError lists every bad row. Nothing is started."""
     name = name or path.stem
     if not _NAME.match(name):
@@ -179,7 +195,7 @@ async def prepare_wave(
     if not rows:
         raise FieldError("FILE", f"{path} has no rows")
     await _reachable(settings, rows)
-    return WaveInput(name, rows, concurrency, per_minute, actor)
+    return PreparedWave(name, rows, concurrency, per_minute, actor)
 
 
 async def _reachable(settings: Settings, rows: list[WaveRow]) -> None:
@@ -197,12 +213,21 @@ async def _reachable(settings: Settings, rows: list[WaveRow]) -> None:
         await check_reachable(settings, portal_mode, domain, dns_mode)
 
 
-async def start_wave(client: Client, settings: Settings, wave: WaveInput) -> str:
+def _store_rows(url: str, batch: str, wid: str, rows: list[WaveRow]) -> None:
+    encoded = [(r.line, r.workflow_id, json.loads(json.dumps(r, cls=AdvancedJSONEncoder))) for r in rows]
+    with ready(url).begin() as session:
+        save_wave_rows(session, batch, wid, encoded)
+
+
+async def start_wave(client: Client, settings: Settings, wave: PreparedWave) -> str:
+    """The rows into the store under a new batch, then the wave's workflow, which reads them."""
     wid = WAVE_PREFIX + wave.name
+    batch = uuid.uuid4().hex
+    await asyncio.to_thread(_store_rows, settings.database.url, batch, wid, wave.rows)
     try:
         await client.start_workflow(
             WaveWorkflow.run,
-            wave,
+            WaveInput(wave.name, batch, len(wave.rows), wave.concurrency, wave.rate, wave.requested_by),
             id=wid,
             task_queue=settings.temporal.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -223,7 +248,8 @@ class WaveView:
     def only(self, sees: Callable[[str], bool]) -> WaveView:
         """The rows a person may see (an operator limited to their domains)."""
         rows = [r for r in self.status.rows if sees(r.subject)]
-        status = replace(self.status, rows=rows)
+        loaded = bool(self.status.rows)  # before the workflow has read its rows, only the count is known
+        status = replace(self.status, rows=rows, total=len(rows) if loaded else self.status.total)
         return WaveView(status, {k: v for k, v in self.stored.items() if k in {r.workflow_id for r in rows}})
 
     def finished_rows(self) -> int:

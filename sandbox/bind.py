@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.opcode
 import dns.query
+import dns.rcode
 import dns.rdatatype
 
 from mailmove import processes
@@ -205,7 +207,12 @@ class DnsWorld:
         for secondary in self.secondaries:
             secondary.start(
                 keys
-                + _options(secondary.directory, secondary.port, "recursion no; notify no;")
+                # many zones (a wave's) load in seconds, not at BIND's default 20 refresh queries a second
+                + _options(
+                    secondary.directory,
+                    secondary.port,
+                    "recursion no; notify no; transfers-in 100; serial-query-rate 1000;",
+                )
                 + "server 127.0.0.1 { keys { xfr-key; }; };\n"
                 + "".join(
                     f'zone "{z.name}" {{ type secondary; primaries {{ 127.0.0.1 port {self.primary.port}; }}; '
@@ -226,7 +233,8 @@ class DnsWorld:
                 self.resolver.directory,
                 self.resolver.port,
                 # no built-in empty zones: the sandbox serves 127.in-addr.arpa itself
-                "recursion yes; allow-recursion { 127.0.0.1; }; notify no; empty-zones-enable no;",
+                # and no cached SERVFAIL: one failure while the world starts must not outlive it
+                "recursion yes; allow-recursion { 127.0.0.1; }; notify no; empty-zones-enable no; servfail-ttl 0;",
             )
             + 'zone "." { type primary; file "root.db"; };\n'
             + "".join(
@@ -235,10 +243,11 @@ class DnsWorld:
             )
         )
         self.wait_secondary_loaded()
+        self.wait_resolver_ready()
         return self
 
     def wait_secondary_loaded(self, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout + 0.05 * len(self.zones)
         for secondary in self.secondaries:
             for zone in self.zones:
                 while True:
@@ -248,6 +257,23 @@ class DnsWorld:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{secondary.role} did not load {zone.name}")
                     time.sleep(0.05)
+
+    def wait_resolver_ready(self, timeout: float = 10) -> None:
+        """Until the resolver answers for every zone through its forwarder (the primary)."""
+        deadline = time.monotonic() + timeout + 0.05 * len(self.zones)
+        for zone in self.zones:
+            while True:
+                try:
+                    reply = dns.query.udp(
+                        dns.message.make_query(zone.name, "SOA"), "127.0.0.1", port=self.resolver.port, timeout=1
+                    )
+                    if reply.rcode() == dns.rcode.NOERROR and reply.answer:
+                        break
+                except dns.exception.Timeout:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the resolver does not answer for {zone.name}")
+                time.sleep(0.05)
 
     def send_notify(self, zone: str) -> None:
         """What the primary would send: makes every secondary transfer the zone now."""

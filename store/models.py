@@ -111,3 +111,16 @@ class Notification(Base):
     recipient: Mapped[str] = mapped_column(String(320))
     message_id: Mapped[str] = mapped_column(String(400))
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WaveRowRecord(Base):
+    """One row of a wave as validated by the CLI: the wave's workflow loads its rows from here
+    in pages, so a wave of thousands of moves is no single oversized workflow input."""
+
+    __tablename__ = "wave_rows"
+
+    batch: Mapped[str] = mapped_column(String(40), primary_key=True)  # one per `wave start`
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wave_id: Mapped[str] = mapped_column(String(200), index=True)
+    workflow_id: Mapped[str] = mapped_column(String(300))
+    body: Mapped[dict] = mapped_column(JSON)  # the WaveRow, with its move's whole input

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from checks.report import Report
-from store.models import AuditEvent, CheckReport, Migration, PortalRequest
+from store.models import AuditEvent, CheckReport, Migration, PortalRequest, WaveRowRecord
 from workflows.model import Transition
 
 
@@ -90,3 +90,10 @@ def check_reports(session: Session, workflow_id: str) -> list[tuple[str, Report]
         select(CheckReport).where(CheckReport.workflow_id == workflow_id).order_by(CheckReport.checked_at)
     )
     return [(row.stage, Report.from_json(row.body)) for row in rows]
+
+
+def save_wave_rows(session: Session, batch: str, wave_id: str, rows: list[tuple[int, str, dict]]) -> None:
+    """A wave's validated rows, (line, workflow id, the row as JSON), under a batch of its own."""
+    session.add_all(
+        WaveRowRecord(batch=batch, line=line, wave_id=wave_id, workflow_id=wid, body=body) for line, wid, body in rows
+    )

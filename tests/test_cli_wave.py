@@ -105,7 +105,13 @@ async def test_the_dashboard_shows_a_wave(world, dev_env, tmp_path):
 
     async with client("viewer") as c:
         assert "winter" in [w["name"] for w in (await c.get("/api/waves")).json()]
-        shown = (await c.get("/api/waves/winter")).json()
+
+        async def loaded():  # the workflow reads its rows from the store first
+            shown = (await c.get("/api/waves/winter")).json()
+            return shown if shown["status"]["rows"] else None
+
+        shown = await wait_for(loaded, what="the wave's rows")
+        assert shown["status"]["total"] == 2
         assert [r["subject"] for r in shown["status"]["rows"]] == list(DOMAINS) and shown["id"] == "wave:winter"
         page = await c.get("/waves/winter")
         assert page.status_code == 200 and '<progress max="2"' in page.text and "Need attention (0)" in page.text

@@ -531,3 +531,63 @@ class CancelInput:
 class MoveResult:
     state: MoveState
     message: str
+
+
+# -- waves ------------------------------------------------------------------------------------
+
+ROW_STATES = ("pending", "running", "done", "failed", "cancelled", "refused")
+
+
+@dataclass
+class WaveRow:
+    line: int  # in the CSV file, for people
+    kind: str  # domain | server
+    subject: str  # the domain, or the new server's FQDN
+    workflow_id: str
+    domain_move: DomainMoveInput | None = None
+    server_move: ServerMoveInput | None = None
+
+
+@dataclass
+class WaveInput:
+    """The rows themselves wait in the store under `batch` (one oversized input would not do
+    for a wave of thousands); the workflow reads them in pages."""
+
+    name: str
+    batch: str
+    total: int
+    concurrency: int  # children running at once, at most
+    rate: float  # children started a minute, at most
+    requested_by: str = ""
+
+
+@dataclass
+class RowPage:
+    batch: str
+    after: int  # the last line of the previous page (0 for the first)
+    size: int
+
+
+@dataclass
+class RowProgress:
+    line: int
+    kind: str
+    subject: str
+    workflow_id: str
+    state: str = "pending"  # one of ROW_STATES; a running child's stage is in its own status
+    started: datetime | None = None
+    ended: datetime | None = None
+    message: str = ""
+
+
+@dataclass
+class WaveStatus:
+    name: str
+    total: int
+    concurrency: int
+    rate: float
+    rows: list[RowProgress]  # empty until the workflow has read its rows from the store
+    finished: bool = False
+
+    def counts(self) -> dict[str, int]:
+        return {s: n for s in ROW_STATES if (n := sum(r.state == s for r in self.rows))}

@@ -12,64 +12,37 @@ waits for it. Cancelling the wave starts no more rows and asks every running chi
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import search
+    from activities.wave import WaveActivities
+    from workflows import policy, search
     from workflows.domain_move import DomainMoveWorkflow
     from workflows.migration import error_text
-    from workflows.model import DomainMoveInput, MoveResult, ServerMoveInput
+    from workflows.model import MoveResult, RowPage, RowProgress, WaveInput, WaveRow, WaveStatus
     from workflows.server_move import ServerMoveWorkflow
 
-ROW_STATES = ("pending", "running", "done", "failed", "cancelled", "refused")
+PAGE = 100  # rows a page: one activity result stays far below Temporal's payload limits
 
 
-@dataclass
-class WaveRow:
-    line: int  # in the CSV file, for people
-    kind: str  # domain | server
-    subject: str  # the domain, or the new server's FQDN
-    workflow_id: str
-    domain_move: DomainMoveInput | None = None
-    server_move: ServerMoveInput | None = None
+class Pace:
+    """Starts at most one per `spacing`, timed against the workflow's clock: no credit for time
+    spent waiting on the concurrency, so never a burst above the rate. (Not a sleep between
+    starts: the server fires sub-second timers after about a second.)"""
 
+    def __init__(self, spacing: timedelta):
+        self.spacing = spacing
+        self.at = workflow.now()
 
-@dataclass
-class WaveInput:
-    name: str
-    rows: list[WaveRow]
-    concurrency: int  # children running at once, at most
-    rate: float  # children started a minute, at most
-    requested_by: str = ""
-
-
-@dataclass
-class RowProgress:
-    line: int
-    kind: str
-    subject: str
-    workflow_id: str
-    state: str = "pending"  # one of ROW_STATES; a running child's stage is in its own status
-    started: datetime | None = None
-    ended: datetime | None = None
-    message: str = ""
-
-
-@dataclass
-class WaveStatus:
-    name: str
-    concurrency: int
-    rate: float
-    rows: list[RowProgress]
-    finished: bool = False
-
-    def counts(self) -> dict[str, int]:
-        return {s: n for s in ROW_STATES if (n := sum(r.state == s for r in self.rows))}
+    async def next(self) -> None:
+        now = workflow.now()
+        if self.at > now:
+            await workflow.sleep(self.at - now)
+        self.at = max(self.at, now) + self.spacing
 
 
 @workflow.defn
@@ -77,26 +50,45 @@ class WaveWorkflow:
     @workflow.init
     def __init__(self, args: WaveInput) -> None:
         self.args = args
-        self.rows = [RowProgress(r.line, r.kind, r.subject, r.workflow_id) for r in args.rows]
+        self.rows: list[RowProgress] = []
         self.running = 0
         self.finished = False
 
     @workflow.run
     async def run(self, args: WaveInput) -> dict[str, int]:
-        spacing = timedelta(seconds=60 / args.rate)
-        followers = []
-        for number, (row, progress) in enumerate(zip(args.rows, self.rows, strict=True)):
-            if number:
-                await workflow.sleep(spacing)
+        rows = await self.load(args)
+        self.rows = [RowProgress(r.line, r.kind, r.subject, r.workflow_id) for r in rows]
+        pace = Pace(timedelta(seconds=60 / args.rate))
+        moves = []
+        for row, progress in zip(rows, self.rows, strict=True):
             await workflow.wait_condition(lambda: self.running < args.concurrency)
-            handle = await self.start(row, progress)
-            if handle is not None:
-                followers.append(asyncio.create_task(self.follow(handle, progress)))
-        await asyncio.gather(*followers)
+            await pace.next()
+            self.running += 1
+            # a task a row, not awaited here: at a high rate one workflow task starts many rows
+            moves.append(asyncio.create_task(self.move(row, progress)))
+        await asyncio.gather(*moves)
         self.finished = True
         return self.status().counts()
 
-    async def start(self, row: WaveRow, progress: RowProgress):
+    async def load(self, args: WaveInput) -> list[WaveRow]:
+        rows: list[WaveRow] = []
+        while len(rows) < args.total:
+            page = await workflow.execute_activity_method(
+                WaveActivities.wave_rows,
+                RowPage(args.batch, rows[-1].line if rows else 0, PAGE),
+                start_to_close_timeout=policy.AUDIT_TIMEOUT,
+                retry_policy=policy.PERSISTENT_RETRY,
+            )
+            if not page:
+                raise ApplicationError(
+                    f"the store holds {len(rows)} of the wave's {args.total} rows", non_retryable=True
+                )
+            rows += page
+        return rows
+
+    async def move(self, row: WaveRow, progress: RowProgress) -> None:
+        """Start one row's move and follow it to its end. No `finally`: a workflow evicted from
+        a worker's cache must not touch workflow APIs on the way out."""
         run = DomainMoveWorkflow.run if row.kind == "domain" else ServerMoveWorkflow.run
         try:
             handle = await workflow.start_child_workflow(
@@ -109,13 +101,9 @@ class WaveWorkflow:
             )
         except WorkflowAlreadyStartedError:
             progress.state, progress.message = "refused", f"{row.subject} is already moving ({row.workflow_id})"
-            return None
-        self.running += 1
+            self.running -= 1
+            return
         progress.state, progress.started = "running", workflow.now()
-        return handle
-
-    async def follow(self, handle, progress: RowProgress) -> None:
-        # no `finally`: a workflow evicted from a worker's cache must not touch workflow APIs
         try:
             result: MoveResult = await handle
             state, message = result.state.value, result.message
@@ -126,4 +114,5 @@ class WaveWorkflow:
 
     @workflow.query
     def status(self) -> WaveStatus:
-        return WaveStatus(self.args.name, self.args.concurrency, self.args.rate, list(self.rows), self.finished)
+        a = self.args
+        return WaveStatus(a.name, a.total, a.concurrency, a.rate, list(self.rows), self.finished)

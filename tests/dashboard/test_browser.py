@@ -65,7 +65,7 @@ async def test_start_watch_confirm_and_the_audit(dev_env, worker_for, sandbox_fa
             history = page.locator("#history")
             await expect(history).to_contain_text("filed in the browser")
             entry = history.locator("tr", has_text="request_domain confirmed")
-            await expect(entry).to_contain_text("admin (login token")
+            await expect(entry).to_contain_text("admin (one-time login token)")
             await expect(entry).to_contain_text("filed in the browser")
             await expect(page.locator("#detail")).to_contain_text("await_registration", timeout=30_000)
 

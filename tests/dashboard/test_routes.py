@@ -4,6 +4,7 @@ an unknown id, 422 naming the field; the actor of each action in the audit histo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import replace
@@ -17,9 +18,9 @@ from dashboard.app import HERE, HTMX, create_app
 from dashboard.auth import issue_token
 from sandbox.oidc import OidcProvider
 from store.db import sessions
-from store.records import audit_trail
+from store.records import audit_trail, list_migrations
 from tests.checks.test_domain_checks import SCHEMA
-from tests.conftest import settings_for, terminate_running, until_stage
+from tests.conftest import settings_for, terminate_running, until_stage, wait_for
 
 DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"
 WID = f"domain-move:{DOMAIN}"
@@ -49,6 +50,12 @@ async def started(dash) -> None:
         r = await c.post("/api/domain-moves", json={"domain": DOMAIN, "legacy_mx": LEGACY})
         assert r.status_code == 201 and r.json() == {"id": WID, "state": "running"}
     await until_stage(env.client.get_workflow_handle(WID), "request_domain", "waiting")
+
+    def stored_waiting() -> bool:  # the store, the list's read model, follows the workflow by one activity
+        with sessions(settings.database.url)() as session:
+            return [(m.stage, m.state) for m in list_migrations(session)] == [("request_domain", "waiting")]
+
+    await wait_for(lambda: asyncio.to_thread(stored_waiting), what="the store to show the wait")
 
 
 async def login(c: httpx.AsyncClient, token: str) -> str:

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import email
 import email.policy
+from dataclasses import replace
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 
 from activities.dns import DnsActivities
 from activities.notify import NotifyActivities
 from mailmove import control
+from mailmove.config import NotifyConfig
 from mailmove.inputs import DomainMoveRequest
-from tests.conftest import settings_for, status_of, until_stage
+from tests.conftest import settings_for, status_of, until_stage, wait_for
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.model import ConfirmInput, MoveState, Notice
 
@@ -38,7 +40,11 @@ async def test_the_contact_hears_of_waits_overdue_steps_and_the_end(time_env, wo
         DomainMoveWorkflow.run, await control.start_domain_move(time_env.client, settings, move)
     )
     await until_stage(handle, "request_domain", "waiting")
-    [waiting] = mails(world)
+
+    async def arrived(count: int):  # the mail follows the status by one activity
+        return mails(world) if len(mails(world)) >= count else None
+
+    [waiting] = await wait_for(lambda: arrived(1), what="the first mail")
     assert waiting["To"] == CONTACT and waiting["From"] == "mailmove <mailmove@sandbox.test>"
     assert waiting["Subject"] == f"[mailmove] {DOMAIN}: request_domain waits for you"
     assert f"mailmove confirm domain-move:{DOMAIN} request_domain" in waiting.get_content()
@@ -49,7 +55,7 @@ async def test_the_contact_hears_of_waits_overdue_steps_and_the_end(time_env, wo
     await time_env.sleep(timedelta(days=4))
     status = await status_of(handle)
     assert status.state == MoveState.NEEDS_ATTENTION
-    subjects = [m["Subject"] for m in mails(world)]
+    subjects = [m["Subject"] for m in await wait_for(lambda: arrived(3), what="three mails")]
     assert subjects[1:] == [
         f"[mailmove] {DOMAIN}: await_registration waits for you",
         f"[mailmove] {DOMAIN} needs attention at await_registration",
@@ -68,7 +74,10 @@ async def test_the_contact_hears_of_waits_overdue_steps_and_the_end(time_env, wo
 
 async def test_a_notice_is_sent_once(sandbox_factory, time_env):
     world = sandbox_factory()
-    settings = settings_for(world, time_env, notify=True)
+    settings = replace(
+        settings_for(world, time_env, notify=True),
+        notify=NotifyConfig(sender="mailmove@sandbox.test", dashboard_url="https://mailmove.sandbox.test/"),
+    )
     notify = NotifyActivities(settings, DnsActivities(settings))
     notice = Notice(
         "5b7c0d5e-2f1e-4c38-9a57-0c3f8f0f6f4a", f"domain-move:{DOMAIN}", "done", CONTACT, "done", "it is done"
@@ -76,6 +85,8 @@ async def test_a_notice_is_sent_once(sandbox_factory, time_env):
     assert await notify.send_notice(notice) and await notify.send_notice(notice)  # a retried activity
     assert len(mails(world)) == 1
     assert mails(world)[0]["Message-ID"] == "<5b7c0d5e-2f1e-4c38-9a57-0c3f8f0f6f4a@sandbox.test>"
+    link = f"On the dashboard: https://mailmove.sandbox.test/migrations/domain-move:{DOMAIN}"
+    assert link in mails(world)[0].get_content()
 
 
 async def test_without_a_sender_nothing_is_sent(sandbox_factory, time_env):

@@ -1,0 +1,165 @@
+"""Wave benchmark (issue 7). Prints its figures; nothing leaves loopback.
+
+A wave of domain moves in the sandbox (one BIND zone each, TTL 3 s, the stand-in portal
+confirming each registration after 1 s) on the Temporal dev server with one worker process.
+Reported: the wave's wall time, the worker's peak resident memory (VmHWM), and the
+orchestration overhead: that wall time over the wall time of a wave of no-op workflows with
+the same number of activities and timers (of the same lengths, taken from a real move's
+history) on the same server. Targets: overhead under 2x, worker under 400 MB.
+
+Run: .venv/bin/python bench/wave.py [--moves 500] [--concurrency 100] [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.testing import WorkflowEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from noop_wave import NoopWave, NoopWaveInput  # noqa: E402
+
+from mailmove.config import load_settings  # noqa: E402
+from mailmove.embedded import temporal_binary  # noqa: E402
+from mailmove.waves import prepare_wave, start_wave  # noqa: E402
+from sandbox.world import Sandbox, SandboxOptions  # noqa: E402
+from store.db import upgrade  # noqa: E402
+from workflows import search  # noqa: E402
+
+TIMING = {"probe_interval": 1, "convergence_poll": 0.25, "convergence_pause": 1, "reminder_interval": 86400}
+
+
+async def worker_process(*command: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+
+
+def peak_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    process.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    if process.returncode:
+        raise RuntimeError(f"worker exited {process.returncode}: {err.decode()[-2000:]}")
+
+
+async def profile_of(client, workflow_id: str) -> list[float]:
+    """A real move's activities (-1) and timers (their seconds), in the order it ran them."""
+    steps = []
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            steps.append(-1.0)
+        elif event.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+            steps.append(event.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds())
+    return steps
+
+
+async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dict:
+    address = env.client.service_client.config.target_host
+    root = Path(tempfile.mkdtemp(prefix="mailmove-bench-wave-"))
+    domains = tuple(f"d{i:03d}.wave.test" for i in range(moves))
+    started = time.monotonic()
+    world = Sandbox(SandboxOptions(domains=domains, ttl=3, confirm_after=1, root=root / "world")).start()
+    setup = time.monotonic() - started
+    try:
+        queue = f"bench-{uuid.uuid4().hex[:8]}"
+        config = world.write_config(temporal_address=address, task_queue=queue, portal_mode="http", timing=TIMING)
+        settings = load_settings(config)
+        upgrade(settings.database.url)
+        csv = root / "wave.csv"
+        csv.write_text("domain,legacy_mx\n" + "".join(f"{d},mail.{d}\n" for d in domains))
+        wave = await prepare_wave(settings, csv, concurrency, "100000/min", name=f"bench-{queue}")
+
+        worker = await worker_process(sys.executable, "-m", "mailmove.cli", "--config", str(config), "worker")
+        await asyncio.sleep(3)  # polling
+        began = time.monotonic()
+        wid = await start_wave(env.client, settings, wave)
+        counts = await env.client.get_workflow_handle(wid).result()
+        real = time.monotonic() - began
+        real_peak = peak_mb(worker.pid)
+        await stop(worker)
+        if counts != {"done": moves}:
+            raise RuntimeError(f"the wave ended with {counts}")
+
+        profile = await profile_of(env.client, wave.rows[0].workflow_id)
+        noop_queue = f"{queue}-noop"
+        noop_worker = await worker_process(
+            sys.executable, str(ROOT / "bench" / "noop_wave.py"), str(config), noop_queue
+        )
+        await asyncio.sleep(3)
+        began = time.monotonic()
+        await env.client.execute_workflow(
+            NoopWave.run,
+            NoopWaveInput(moves, concurrency, 60 / wave.rate, profile),
+            id=f"noop-{queue}",
+            task_queue=noop_queue,
+        )
+        noop = time.monotonic() - began
+        noop_peak = peak_mb(noop_worker.pid)
+        await stop(noop_worker)
+    finally:
+        world.stop()
+    return {
+        "setup": setup,
+        "real": real,
+        "noop": noop,
+        "ratio": real / noop,
+        "peak": real_peak,
+        "noop_peak": noop_peak,
+        "activities": sum(1 for s in profile if s < 0),
+        "timers": [s for s in profile if s >= 0],
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--moves", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    print(f"a wave of {args.moves} domain moves, at most {args.concurrency} at once, dev server + one worker process")
+    results = []
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=list(search.ALL),
+        dev_server_log_level="error",
+    ) as env:
+        for run in range(args.runs):
+            r = await one_run(env, args.moves, args.concurrency)
+            results.append(r)
+            print(
+                f"  run {run + 1}: wave {r['real']:.1f} s, no-op wave {r['noop']:.1f} s, overhead {r['ratio']:.2f}x; "
+                f"worker peak {r['peak']:.0f} MB (no-op worker {r['noop_peak']:.0f} MB); sandbox up in {r['setup']:.1f} s"
+            )
+    r = results[-1]
+    timers = r["timers"]
+    print(f"  a move: {r['activities']} activities, {len(timers)} timers ({sum(timers):.1f} s of timers in all)")
+    ratio = statistics.median(x["ratio"] for x in results)
+    peak = statistics.median(x["peak"] for x in results)
+    wall = statistics.median(x["real"] for x in results)
+    print(f"median of {len(results)} run(s): wave {wall:.1f} s ({args.moves / wall * 60:.0f} moves a minute)")
+    print(f"  overhead {ratio:.2f}x (target < 2x: {'met' if ratio < 2 else 'NOT met'})")
+    print(f"  worker peak {peak:.0f} MB (target < 400 MB: {'met' if peak < 400 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
