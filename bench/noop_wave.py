@@ -5,7 +5,7 @@ a real move of the same run, so only what mailmove's activities do differs.
 each timer a sleep of the same length, in the order of the real history. `NoopWave` starts
 them as WaveWorkflow starts real moves: at most `concurrency` at once, paced by `spacing`.
 
-Run as a worker process: python bench/noop_wave.py CONFIG TASK_QUEUE
+Run as a worker process, the repository on PYTHONPATH: python bench/noop_wave.py CONFIG TASK_QUEUE
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ import asyncio
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from temporalio import activity, workflow
 from temporalio.worker import Worker
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 with workflow.unsafe.imports_passed_through():
     from workflows.wave import Pace  # the same pacing as the real wave

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import statistics
 import sys
@@ -42,9 +43,18 @@ TIMING = {"probe_interval": 1, "convergence_poll": 0.25, "convergence_pause": 1,
 
 
 async def worker_process(*command: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    """A worker process, polling after a few seconds (or the reason it did not start)."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
+    await asyncio.sleep(3)
+    if process.returncode is not None:
+        raise RuntimeError(f"{command[-2:]} exited: {(await process.stderr.read()).decode()[-3000:]}")
+    return process
 
 
 def peak_mb(pid: int) -> float:
@@ -90,7 +100,6 @@ async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dic
         wave = await prepare_wave(settings, csv, concurrency, "100000/min", name=f"bench-{queue}")
 
         worker = await worker_process(sys.executable, "-m", "mailmove.cli", "--config", str(config), "worker")
-        await asyncio.sleep(3)  # polling
         began = time.monotonic()
         wid = await start_wave(env.client, settings, wave)
         counts = await env.client.get_workflow_handle(wid).result()
