@@ -32,8 +32,13 @@ def _mx_lines(records_: list[MxRecord]) -> list[str]:
     return [str(r) for r in mx_key(records_)] or ["no MX"]
 
 
+def is_root(host: str) -> bool:
+    """The root name, as an MX exchange of RFC 7505's null MX."""
+    return host in ("", ".", "@")
+
+
 def is_null_mx(mx: list[MxRecord]) -> bool:
-    return any(r.exchange in ("", ".", "@") for r in mx)
+    return any(is_root(r.exchange) for r in mx)
 
 
 def infer_stage(mx: list[MxRecord], gateway: list[str]) -> str:
@@ -90,7 +95,7 @@ class DomainChecks:
     def old_hosts(self) -> list[str]:
         """The department's own servers: what is served or recorded besides the gateway hosts."""
         hosts = {r.exchange for r in [*(self.mx or []), *self.query.old_mx]} | {self.query.legacy_mx}
-        return sorted(h for h in hosts - set(self.gateway) if h not in ("", ".", "@"))
+        return sorted(h for h in hosts - set(self.gateway) if not is_root(h))
 
     # -- the checks -----------------------------------------------------------------------------
 
@@ -239,7 +244,7 @@ class DomainChecks:
         )
 
     async def mx_targets(self) -> None:
-        hosts = sorted({r.exchange for r in self.mx if r.exchange not in ("", ".", "@")})
+        hosts = sorted({r.exchange for r in self.mx if not is_root(r.exchange)})
         if not hosts:
             self.add("mx.targets", "MX", "ok", "no MX target to resolve")
             return

@@ -127,16 +127,6 @@ def _row(settings: Settings, cells: dict[str, str], base: Path, line: int, actor
     raise FieldError("kind", f"{kind!r} is neither domain nor server")
 
 
-def _moving(settings: Settings, workflow_ids: list[str]) -> set[str]:
-    """The ids among `workflow_ids` of moves that have not finished (from the store)."""
-    with ready(settings.database.url)() as session:
-        return {
-            row.workflow_id
-            for wid in workflow_ids
-            if (row := session.get(StoredMigration, wid)) is not None and row.state not in FINISHED
-        }
-
-
 @dataclass
 class PreparedWave:
     """Every row validated; nothing started yet."""
@@ -184,7 +174,8 @@ async def prepare_wave(
             continue
         seen[row.workflow_id] = line
         rows.append(row)
-    moving = await asyncio.to_thread(_moving, settings, [r.workflow_id for r in rows])
+    stored = await asyncio.to_thread(_stored_rows, settings.database.url, [r.workflow_id for r in rows])
+    moving = {wid for wid, row in stored.items() if row["state"] not in FINISHED}
     errors += [
         f"{path.name}:{r.line}: {r.kind}: {r.subject} is already moving ({r.workflow_id})"
         for r in rows
@@ -278,6 +269,7 @@ class WaveView:
 
 
 def _stored_rows(url: str, workflow_ids: list[str]) -> dict[str, dict]:
+    """Each known move's stage, state and attention from the store (the read model)."""
     with ready(url)() as session:
         found = session.query(StoredMigration).filter(StoredMigration.workflow_id.in_(workflow_ids)).all()
         return {
