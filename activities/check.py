@@ -4,8 +4,6 @@ A check only reads (DNS, one SMTP dialogue without an envelope, one HTTPS fetch)
 is harmless; the report is stored under (workflow id, stage), so a retry stores it once.
 """
 
-from __future__ import annotations
-
 import asyncio
 from dataclasses import dataclass
 

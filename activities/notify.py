@@ -21,9 +21,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.dns import DnsActivities
-from activities.smtp_probe import tls_context
 from mailmove.config import Settings
 from mailmove.names import is_address
+from mailmove.tls import tls_context
 from store.db import sessions
 from store.models import Notification
 from workflows.model import Notice

@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from mailmove.config import PortalConfig
+from mailmove.tls import tls_context
 from store.db import sessions
 from store.models import PortalRequest
 from workflows.model import PortalFiling, PortalReceipt, WhitelistFiling
@@ -34,7 +35,7 @@ class PortalActivities:
         if token := self.portal.token():
             headers["Authorization"] = f"Bearer {token}"
         base = self.portal.url if self.portal.url.endswith("/") else self.portal.url + "/"
-        return httpx.AsyncClient(base_url=base, headers=headers, timeout=self.portal.timeout)
+        return httpx.AsyncClient(base_url=base, headers=headers, timeout=self.portal.timeout, verify=tls_context())
 
     def _begin(self, filing: PortalFiling) -> PortalRequest:
         with self.sessions.begin() as session:

@@ -28,9 +28,9 @@ import aiosmtplib
 from temporalio import activity
 
 from activities.dns import DnsActivities
-from activities.smtp_probe import tls_context
 from mailmove.config import SmtpConfig
 from mailmove.names import is_address
+from mailmove.tls import tls_context
 from workflows.model import RelayTestQuery, RelayTranscript, SmtpStep, TlsSession
 
 # verdicts that a later attempt may turn into a pass without anyone fixing anything

@@ -22,17 +22,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.dns import DnsActivities
 from mailmove.config import SmtpConfig
+from mailmove.tls import tls_context
 from workflows.model import AddressProbe, AddressReport, AddressVerdict, ProbeQuery, ProbeResult
 
 T = TypeVar("T")
-
-
-def tls_context(ca_file: str) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 class ProbeActivities:

@@ -8,8 +8,6 @@ them as WaveWorkflow starts real moves: at most `concurrency` at once, paced by 
 Run as a worker process, the repository on PYTHONPATH: python bench/noop_wave.py CONFIG TASK_QUEUE
 """
 
-from __future__ import annotations
-
 import asyncio
 import sys
 from dataclasses import dataclass

@@ -57,6 +57,25 @@ async def worker_process(*command: str) -> asyncio.subprocess.Process:
     return process
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pid(address: str) -> int:
+    """The dev server's process, found by the port on its command line."""
+    port = address.rpartition(":")[2]
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"start-dev" in args and port.encode() in args:
+            return int(cmdline.parent.name)
+    raise RuntimeError(f"no dev server on port {port}")
+
+
 def peak_mb(pid: int) -> float:
     """The process's peak resident set (VmHWM), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -85,6 +104,7 @@ async def profile_of(client, workflow_id: str) -> list[float]:
 
 async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dict:
     address = env.client.service_client.config.target_host
+    server = server_pid(address)
     root = Path(tempfile.mkdtemp(prefix="mailmove-bench-wave-"))
     domains = tuple(f"d{i:03d}.wave.test" for i in range(moves))
     started = time.monotonic()
@@ -100,10 +120,11 @@ async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dic
         wave = await prepare_wave(settings, csv, concurrency, "100000/min", name=f"bench-{queue}")
 
         worker = await worker_process(sys.executable, "-m", "mailmove.cli", "--config", str(config), "worker")
-        began = time.monotonic()
+        began, cpu = time.monotonic(), (cpu_seconds(worker.pid), cpu_seconds(server))
         wid = await start_wave(env.client, settings, wave)
         counts = await env.client.get_workflow_handle(wid).result()
         real = time.monotonic() - began
+        real_cpu = (cpu_seconds(worker.pid) - cpu[0], cpu_seconds(server) - cpu[1])
         real_peak = peak_mb(worker.pid)
         await stop(worker)
         if counts != {"done": moves}:
@@ -115,7 +136,7 @@ async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dic
             sys.executable, str(ROOT / "bench" / "noop_wave.py"), str(config), noop_queue
         )
         await asyncio.sleep(3)
-        began = time.monotonic()
+        began, cpu = time.monotonic(), (cpu_seconds(noop_worker.pid), cpu_seconds(server))
         await env.client.execute_workflow(
             NoopWave.run,
             NoopWaveInput(moves, concurrency, 60 / wave.rate, profile),
@@ -123,6 +144,7 @@ async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dic
             task_queue=noop_queue,
         )
         noop = time.monotonic() - began
+        noop_cpu = (cpu_seconds(noop_worker.pid) - cpu[0], cpu_seconds(server) - cpu[1])
         noop_peak = peak_mb(noop_worker.pid)
         await stop(noop_worker)
     finally:
@@ -134,6 +156,8 @@ async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dic
         "ratio": real / noop,
         "peak": real_peak,
         "noop_peak": noop_peak,
+        "cpu": real_cpu,
+        "noop_cpu": noop_cpu,
         "activities": sum(1 for s in profile if s < 0),
         "timers": [s for s in profile if s >= 0],
     }
@@ -158,6 +182,10 @@ async def main() -> None:
             print(
                 f"  run {run + 1}: wave {r['real']:.1f} s, no-op wave {r['noop']:.1f} s, overhead {r['ratio']:.2f}x; "
                 f"worker peak {r['peak']:.0f} MB (no-op worker {r['noop_peak']:.0f} MB); sandbox up in {r['setup']:.1f} s"
+            )
+            print(
+                f"         CPU seconds, worker + dev server: wave {r['cpu'][0]:.0f} + {r['cpu'][1]:.0f}, "
+                f"no-op wave {r['noop_cpu'][0]:.0f} + {r['noop_cpu'][1]:.0f}"
             )
     r = results[-1]
     timers = r["timers"]

@@ -19,10 +19,10 @@ import httpx
 from temporalio.exceptions import ApplicationError
 
 from activities.dns import DnsActivities
-from activities.smtp_probe import tls_context
 from checks import records
 from checks.report import Check, DomainCheckQuery, Report
 from mailmove.config import HostPort, Settings
+from mailmove.tls import tls_context
 from workflows.model import MxRecord, mx_key
 
 TIMEOUTS = (dns.exception.Timeout, dns.resolver.NoNameservers)

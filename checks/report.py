@@ -1,10 +1,9 @@
-"""The report of a check run: plain dataclasses, safe in workflow code and history.
+"""The report of a check run: plain dataclasses, safe in workflow code and history (their
+annotations evaluated at import, as in workflows/model.py, for the data converter).
 
 A verdict is one of `ok`, `notice`, `warning`, `error` or `not_tested` (with the reason: a
 DNS timeout is not a failure). Only errors make `mailmove check` exit 1 and stop a preflight.
 """
-
-from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
@@ -61,7 +60,7 @@ class Report:
         return {**asdict(self), "worst": self.worst, "counts": self.counts()}
 
     @classmethod
-    def from_json(cls, data: dict) -> Report:
+    def from_json(cls, data: dict) -> "Report":
         checks = [Check(**c) for c in data.get("checks", [])]
         fields = {k: data[k] for k in ("kind", "subject", "stage", "checked_at") if k in data}
         return cls(**fields, checks=checks, notes=list(data.get("notes", [])))

@@ -86,6 +86,7 @@ class Migration:
         self.alerts: list[str] = []
         self.message = ""
         self.events = 0
+        self.visible: tuple[str, str] = search.STARTED  # (stage, state) last set as search attributes
         self.heartbeat_timeout = policy.seconds(timings.heartbeat_timeout)
         self.portal_timeout = policy.seconds(timings.portal_timeout)
         self.checks: dict[str, str] = {}  # stage -> summary of the check report stored there
@@ -496,9 +497,12 @@ class Migration:
         elif self.attention and state in (MoveState.RUNNING, MoveState.WAITING):
             state = MoveState.NEEDS_ATTENTION
         self.state = state
-        workflow.upsert_search_attributes(
-            [search.STAGE.value_set(self.stage), search.STATE.value_set(self.state.value)]
-        )
+        visible = (self.stage, self.state.value)
+        # an unchanged value is not set again: each upsert costs the server a visibility write
+        # (bench/wave); moves started before "quiet-upserts" replay with one per transition
+        if visible != self.visible or not workflow.patched("quiet-upserts"):
+            workflow.upsert_search_attributes([search.STAGE.value_set(visible[0]), search.STATE.value_set(visible[1])])
+            self.visible = visible
         self.events += 1
         await workflow.execute_activity_method(
             AuditActivities.record_transition,

@@ -3,9 +3,11 @@
 Everything here crosses the Temporal boundary, so it is plain dataclasses of JSON-friendly
 values: times are timezone-aware datetimes, durations are seconds (float), sets are lists.
 Secrets never appear here: a zone's TSIG key is looked up by the worker from its own config.
-"""
 
-from __future__ import annotations
+The annotations are evaluated at import (no `from __future__ import annotations`): the data
+converter reads every dataclass's type hints on each conversion, and string annotations
+would be compiled again each time (7x the cost, measured with bench/wave).
+"""
 
 from dataclasses import dataclass, field
 from datetime import datetime

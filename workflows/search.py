@@ -8,6 +8,7 @@ STAGE = SearchAttributeKey.for_keyword("MigrationStage")
 STATE = SearchAttributeKey.for_keyword("MigrationState")
 
 ALL = (KIND, SUBJECT, STAGE, STATE)
+STARTED = ("preflight", "running")  # (stage, state) of every move when it starts: both moves begin with preflight
 
 
 def at_start(kind: str, subject: str) -> TypedSearchAttributes:
@@ -16,7 +17,7 @@ def at_start(kind: str, subject: str) -> TypedSearchAttributes:
         [
             SearchAttributePair(KIND, kind),
             SearchAttributePair(SUBJECT, subject),
-            SearchAttributePair(STAGE, "preflight"),
-            SearchAttributePair(STATE, "running"),
+            SearchAttributePair(STAGE, STARTED[0]),
+            SearchAttributePair(STATE, STARTED[1]),
         ]
     )

@@ -33,10 +33,11 @@ TIMER_RESOLUTION = timedelta(seconds=1)  # the server fires shorter timers after
 
 
 class Pace:
-    """At most one start per `spacing` on average over any second, timed against the workflow's
-    clock. A wait shorter than the timers' resolution is not slept (several rows start in one
-    workflow task instead); time spent waiting on the concurrency earns no credit, so there is
-    never a burst above the rate."""
+    """One start per `spacing`, timed against the workflow's clock. At one a second or slower,
+    every wait is slept, so two starts are never closer than `spacing`. Faster, a wait shorter
+    than the timers' resolution is not slept (several rows start in one workflow task) and the
+    rate holds on average over each second. Time spent waiting on the concurrency earns no
+    credit, so there is never a burst above the rate."""
 
     def __init__(self, spacing: timedelta):
         self.spacing = spacing
@@ -44,8 +45,12 @@ class Pace:
 
     async def next(self) -> None:
         now = workflow.now()
-        if self.at - now >= TIMER_RESOLUTION:
-            await workflow.sleep(self.at - now)
+        wait = self.at - now
+        # waves started before "pace-every-wait" skipped short waits at any rate, and replay so
+        if wait >= TIMER_RESOLUTION or (
+            wait > timedelta(0) and self.spacing >= TIMER_RESOLUTION and workflow.patched("pace-every-wait")
+        ):
+            await workflow.sleep(wait)
             now = workflow.now()
         self.at = max(self.at, now) + self.spacing
 
@@ -95,6 +100,7 @@ class WaveWorkflow:
         """Start one row's move and follow it to its end. No `finally`: a workflow evicted from
         a worker's cache must not touch workflow APIs on the way out."""
         run = DomainMoveWorkflow.run if row.kind == "domain" else ServerMoveWorkflow.run
+        issued = workflow.now()  # the paced moment: the start's confirmation may come tasks later
         try:
             handle = await workflow.start_child_workflow(
                 run,
@@ -108,7 +114,7 @@ class WaveWorkflow:
             progress.state, progress.message = "refused", f"{row.subject} is already moving ({row.workflow_id})"
             self.running -= 1
             return
-        progress.state, progress.started = "running", workflow.now()
+        progress.state, progress.started = "running", issued
         try:
             result: MoveResult = await handle
             state, message = result.state.value, result.message
