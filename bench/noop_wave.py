@@ -1,7 +1,7 @@
-"""The baseline of bench/wave.py: a wave of no-op moves with the same activities and timers as
-a real move of the same run, so only what mailmove's activities do differs.
+"""The baseline of bench/wave.py: a wave of no-op moves, each with the same activities and
+timers as one real move of the same run, so only what mailmove's activities do differs.
 
-`NoopMove` replays a real move's profile: for each scheduled activity one no-op activity, for
+`NoopMove` replays its real move's profile: for each scheduled activity one no-op activity, for
 each timer a sleep of the same length, in the order of the real history. `NoopWave` starts
 them as WaveWorkflow starts real moves: at most `concurrency` at once, paced by `spacing`.
 
@@ -27,10 +27,9 @@ class NoopMoveInput:
 
 @dataclass
 class NoopWaveInput:
-    moves: int
     concurrency: int
     spacing: float
-    profile: list[float]
+    profiles: list[list[float]]  # one a move: its real move's profile
 
 
 @activity.defn
@@ -58,13 +57,13 @@ class NoopWave:
     async def run(self, args: NoopWaveInput) -> int:
         pace = Pace(timedelta(seconds=args.spacing))
         moves = []
-        for number in range(args.moves):
+        for number, profile in enumerate(args.profiles):
             await workflow.wait_condition(lambda: self.running < args.concurrency)
             await pace.next()
             self.running += 1
-            moves.append(asyncio.create_task(self.move(number, args.profile)))
+            moves.append(asyncio.create_task(self.move(number, profile)))
         await asyncio.gather(*moves)
-        return args.moves
+        return len(moves)
 
     async def move(self, number: int, profile: list[float]) -> None:
         await workflow.execute_child_workflow(
