@@ -5,7 +5,8 @@ confirming each registration after 1 s) on the Temporal dev server with one work
 Reported: the wave's wall time, the worker's peak resident memory (VmHWM), and the
 orchestration overhead: that wall time over the wall time of a wave of no-op workflows with
 the same number of activities and timers (each no-op move replays the activities and timers,
-of the same lengths, of one real move's history) on the same server. Targets: overhead under 2x, worker under 400 MB.
+of the same lengths, of one real move's history) on the same server. Targets: overhead under
+2x, worker under 400 MB.
 
 Run: .venv/bin/python bench/wave.py [--moves 500] [--concurrency 100] [--runs 1]
 """
@@ -21,7 +22,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
@@ -39,6 +42,7 @@ from sandbox.world import Sandbox, SandboxOptions  # noqa: E402
 from store.db import upgrade  # noqa: E402
 from workflows import search  # noqa: E402
 
+T = TypeVar("T")
 TIMING = {"probe_interval": 1, "convergence_poll": 0.25, "convergence_pause": 1, "reminder_interval": 86400}
 
 
@@ -74,6 +78,13 @@ def server_pid(address: str) -> int:
         if b"start-dev" in args and port.encode() in args:
             return int(cmdline.parent.name)
     raise RuntimeError(f"no dev server on port {port}")
+
+
+async def measured(work: Awaitable[T], *pids: int) -> tuple[T, float, list[float]]:
+    """`work`'s result, its wall time and the CPU seconds each of `pids` spent meanwhile."""
+    began, before = time.monotonic(), [cpu_seconds(pid) for pid in pids]
+    result = await work
+    return result, time.monotonic() - began, [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
 
 
 def peak_mb(pid: int) -> float:
@@ -120,11 +131,11 @@ async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dic
         wave = await prepare_wave(settings, csv, concurrency, "100000/min", name=f"bench-{queue}")
 
         worker = await worker_process(sys.executable, "-m", "mailmove.cli", "--config", str(config), "worker")
-        began, cpu = time.monotonic(), (cpu_seconds(worker.pid), cpu_seconds(server))
-        wid = await start_wave(env.client, settings, wave)
-        counts = await env.client.get_workflow_handle(wid).result()
-        real = time.monotonic() - began
-        real_cpu = (cpu_seconds(worker.pid) - cpu[0], cpu_seconds(server) - cpu[1])
+
+        async def real_wave() -> dict[str, int]:
+            return await env.client.get_workflow_handle(await start_wave(env.client, settings, wave)).result()
+
+        counts, real, real_cpu = await measured(real_wave(), worker.pid, server)
         real_peak = peak_mb(worker.pid)
         await stop(worker)
         if counts != {"done": moves}:
@@ -137,15 +148,13 @@ async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dic
             sys.executable, str(ROOT / "bench" / "noop_wave.py"), str(config), noop_queue
         )
         await asyncio.sleep(3)
-        began, cpu = time.monotonic(), (cpu_seconds(noop_worker.pid), cpu_seconds(server))
-        await env.client.execute_workflow(
+        noop_wave = env.client.execute_workflow(
             NoopWave.run,
             NoopWaveInput(concurrency, 60 / wave.rate, profiles),
             id=f"noop-{queue}",
             task_queue=noop_queue,
         )
-        noop = time.monotonic() - began
-        noop_cpu = (cpu_seconds(noop_worker.pid) - cpu[0], cpu_seconds(server) - cpu[1])
+        _, noop, noop_cpu = await measured(noop_wave, noop_worker.pid, server)
         noop_peak = peak_mb(noop_worker.pid)
         await stop(noop_worker)
     finally:

@@ -6,7 +6,7 @@ Secrets never appear here: a zone's TSIG key is looked up by the worker from its
 
 The annotations are evaluated at import (no `from __future__ import annotations`): the data
 converter reads every dataclass's type hints on each conversion, and string annotations
-would be compiled again each time (7x the cost, measured with bench/wave).
+would be compiled again each time (7x the cost: 228 µs against 31 µs for a `Transition`).
 """
 
 from dataclasses import dataclass, field
