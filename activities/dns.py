@@ -331,19 +331,26 @@ class DnsActivities:
     async def poll_authoritative(self, query: ConvergenceQuery) -> ConvergenceReport:
         """Poll every authoritative address until all serve the target set, or the window ends.
 
-        Heartbeats every round, so a lost worker is noticed within the heartbeat timeout.
+        An address that serves the target is not asked again: the later rounds wait only for
+        the rest (a secondary's transfer). Heartbeats every round, so a lost worker is noticed
+        within the heartbeat timeout.
         """
         servers = [parse_host_port(a, 53, "authoritative") for a in query.authoritative]
+        seen: dict[HostPort, ServerView] = {}
         deadline = time.monotonic() + query.window
         round_ = 0
         while True:
             round_ += 1
-            views = await asyncio.gather(*(self._server_view(s, query) for s in servers))
+            pending = [s for s in servers if not (s in seen and seen[s].ok)]
+            seen.update(
+                zip(pending, await asyncio.gather(*(self._server_view(s, query) for s in pending)), strict=True)
+            )
+            views = [seen[s] for s in servers]
             if all(v.ok for v in views):
-                return ConvergenceReport(True, list(views))
+                return ConvergenceReport(True, views)
             activity.heartbeat(round_)
             if time.monotonic() + query.poll > deadline:
-                return ConvergenceReport(False, list(views))
+                return ConvergenceReport(False, views)
             await asyncio.sleep(query.poll)
 
     @activity.defn

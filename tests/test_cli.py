@@ -12,6 +12,7 @@ from store.db import sessions
 from store.records import list_migrations
 from tests.conftest import mailmove, settings_for, started_since, until_stage, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN
+from workflows import search
 from workflows.domain_move import DomainMoveWorkflow
 
 
@@ -92,6 +93,19 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
     handle = dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, f"domain-move:{DOMAIN}")
     await until_stage(handle, "request_domain", "waiting")
 
+    async def attributes():
+        found = (await handle.describe()).typed_search_attributes
+        return found if found.get(search.STATE) == "waiting" else None
+
+    found = await wait_for(attributes, what="MigrationState = waiting")
+    assert (found.get(search.KIND), found.get(search.SUBJECT), found.get(search.STAGE)) == ("domain", DOMAIN, None)
+
+    async def listed():
+        query = f"MigrationState = 'waiting' AND MigrationDomain = '{DOMAIN}'"
+        return [w.id async for w in dev_env.client.list_workflows(query)]
+
+    assert await wait_for(listed, what="the move listed by its state") == [f"domain-move:{DOMAIN}"]
+
     code, out, err = await mailmove(config, "show", DOMAIN, "--json")
     shown = json.loads(out)
     assert code == 0 and shown["execution"] == "RUNNING"
@@ -125,7 +139,9 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
     code, out, err = await mailmove(config, "cancel", DOMAIN, "--note", "wrong domain")
     assert code == 0 and "restored" in out
     assert (await handle.result()).state.value == "cancelled"
-    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    described = await handle.describe()
+    assert described.status == WorkflowExecutionStatus.COMPLETED
+    assert described.typed_search_attributes.get(search.STATE) == "cancelled"
 
     code, out, err = await mailmove(config, "show", DOMAIN, "--json")
     audit = {a["action"]: a for a in json.loads(out)["audit"] if a["actor"] != "mailmove"}

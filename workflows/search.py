@@ -1,4 +1,10 @@
-"""Custom search attributes; `mailmove up` and the bootstrap register them on the cluster."""
+"""Custom search attributes; `mailmove up` and the bootstrap register them on the cluster.
+
+A move's kind and subject are set when it starts, its state whenever the state changes: the
+query `MigrationState = 'needs_attention'` finds every move that waits for a person. The stage
+is the `status` query's and the store's (dashboard, `mailmove list`): as an attribute it was a
+visibility write at every stage. `MigrationStage` stays registered for moves started before.
+"""
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
@@ -17,7 +23,6 @@ def at_start(kind: str, subject: str) -> TypedSearchAttributes:
         [
             SearchAttributePair(KIND, kind),
             SearchAttributePair(SUBJECT, subject),
-            SearchAttributePair(STAGE, STARTED[0]),
             SearchAttributePair(STATE, STARTED[1]),
         ]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -11,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.dns import DnsActivities
 from tests.conftest import serial_of, served_mx, settings_for, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN, ORIGINAL, WITH_LEGACY
-from workflows.model import MxChange, MxRecord, ServerQuery, ZoneQuery
+from workflows.model import ConvergenceQuery, MxChange, MxRecord, ServerQuery, ZoneQuery
 
 
 @pytest.fixture
@@ -107,3 +108,26 @@ async def test_server_identity_is_forward_confirmed(dns_setup):
         "the sender domain nowhere.sandbox.test has no MX or address record: mail from it cannot be answered; "
         "register it in the central DNS",
     ]
+
+
+async def test_poll_asks_an_address_that_serves_the_target_once(dns_setup):
+    """The later rounds ask only the address that lags (here a resolver: never authoritative)."""
+    world, dns = dns_setup
+    asked: Counter[str] = Counter()
+    view = dns._server_view
+
+    async def counted(server, query):
+        asked[str(server)] += 1
+        return await view(server, query)
+
+    dns._server_view = counted
+    lagging_address = world.dns.resolver.address
+    query = ConvergenceQuery(
+        DOMAIN, DOMAIN, [world.dns.primary.address, lagging_address], list(ORIGINAL), window=1.5, poll=0.2
+    )
+    report = await ActivityEnvironment().run(dns.poll_authoritative, query)
+    assert not report.converged
+    primary, lagging = report.servers
+    assert primary.ok and tuple(primary.mx) == ORIGINAL and primary.serial == serial_of(world.dns.primary.port, DOMAIN)
+    assert not lagging.ok and "not authoritative" in lagging.error
+    assert asked[world.dns.primary.address] == 1 and asked[lagging_address] >= 3
