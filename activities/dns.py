@@ -83,14 +83,22 @@ class DnsActivities:
         return answer
 
     async def addresses(self, host: str) -> list[str]:
+        return (await self.resolve_host(host))[0]
+
+    async def resolve_host(self, host: str) -> tuple[list[str], str]:
+        """The host's addresses (A, then AAAA) and its canonical name: another name if `host`
+        is an alias (CNAME), which the address answers show without a lookup of their own."""
         res = self.resolver()
         found: list[str] = []
+        canonical = host
         for rdtype in ("A", "AAAA"):
             try:
-                found += [r.address for r in await res.resolve(host, rdtype)]
+                answer = await res.resolve(host, rdtype)
             except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-                pass
-        return found
+                continue
+            found += [r.address for r in answer]
+            canonical = answer.canonical_name.to_text(omit_final_dot=True)
+        return found, canonical
 
     async def lookup(self, name: str, rdtype: str) -> list[str]:
         """The records' texts; an empty list for NXDOMAIN or no such record (a timeout raises)."""

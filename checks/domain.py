@@ -248,11 +248,10 @@ class DomainChecks:
         if not hosts:
             self.add("mx.targets", "MX", "ok", "no MX target to resolve")
             return
-        found = await asyncio.gather(*(self.dns.addresses(h) for h in hosts))
-        aliases = await asyncio.gather(*(self.dns.lookup(h, "CNAME") for h in hosts))
-        observed = [f"{h}: {', '.join(a) or 'no address'}" for h, a in zip(hosts, found, strict=True)]
-        missing = [h for h, a in zip(hosts, found, strict=True) if not a]
-        cnames = [h for h, c in zip(hosts, aliases, strict=True) if c]
+        resolved = dict(zip(hosts, await asyncio.gather(*(self.dns.resolve_host(h) for h in hosts)), strict=True))
+        observed = [f"{h}: {', '.join(a) or 'no address'}" for h, (a, _) in resolved.items()]
+        missing = [h for h, (a, _) in resolved.items() if not a]
+        cnames = [h for h, (_, canonical) in resolved.items() if canonical.lower() != h.lower()]
         if missing:
             self.add(
                 "mx.targets",

@@ -62,6 +62,7 @@ ZONES = [
     zone("bad-dmarc", GATEWAY, SPF_OK, '_dmarc TXT "v=DMARC1; p=sometimes"'),
     zone("null-mx", ["MX 0 ."], SPF_OK, DMARC_OK),
     zone("nohost", ["MX 10 ghost"], SPF_OK, DMARC_OK),
+    zone("alias", [*GATEWAY, "MX 5 mx"], SPF_OK, DMARC_OK, "mx CNAME mail"),
     zone(
         "sts", [*GATEWAY, "MX 5 mail"], SPF_OK, DMARC_OK, '_mta-sts TXT "v=STSv1; id=20261128"', "mta-sts A 127.0.0.1"
     ),
@@ -198,6 +199,13 @@ async def test_null_mx_is_recognised(world):
 async def test_an_mx_target_without_an_address(world):
     targets = check(await run(world, "nohost", "before"), "mx.targets")
     assert targets.verdict == "error" and targets.fix.startswith(f"add an A/AAAA record for ghost.nohost.{PARENT}")
+
+
+async def test_an_mx_target_that_is_an_alias(world):
+    targets = check(await run(world, "alias", "during"), "mx.targets")
+    assert targets.verdict == "warning" and targets.summary == f"MX target mx.alias.{PARENT} is an alias (CNAME)"
+    assert f"mx.alias.{PARENT}: 127.0.0.1" in targets.observed
+    assert targets.fix == f"point the MX record at the canonical name instead of mx.alias.{PARENT}"
 
 
 async def test_an_mta_sts_policy_naming_the_old_host_is_a_hazard(world):
