@@ -101,10 +101,12 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
     assert (found.get(search.KIND), found.get(search.SUBJECT), found.get(search.STAGE)) == ("domain", DOMAIN, None)
 
     async def listed():
-        query = f"MigrationState = 'waiting' AND MigrationDomain = '{DOMAIN}'"
-        return [w.id async for w in dev_env.client.list_workflows(query)]
+        # earlier tests' moves of this domain are closed; a terminated one keeps its last state
+        query = f"MigrationState = 'waiting' AND MigrationDomain = '{DOMAIN}' AND ExecutionStatus = 'Running'"
+        return [(w.id, w.run_id) async for w in dev_env.client.list_workflows(query)]
 
-    assert await wait_for(listed, what="the move listed by its state") == [f"domain-move:{DOMAIN}"]
+    run_id = (await handle.describe()).run_id
+    assert await wait_for(listed, what="the move listed by its state") == [(f"domain-move:{DOMAIN}", run_id)]
 
     code, out, err = await mailmove(config, "show", DOMAIN, "--json")
     shown = json.loads(out)
