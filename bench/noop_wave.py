@@ -9,7 +9,6 @@ Run as a worker process, the repository on PYTHONPATH: python bench/noop_wave.py
 """
 
 import asyncio
-import os
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -84,9 +83,7 @@ async def serve(config: str, task_queue: str) -> None:
 
 
 if __name__ == "__main__":
+    from mailmove.processes import exit_process
+
     asyncio.run(serve(sys.argv[1], sys.argv[2]))
-    # as `mailmove worker` does: the client's native threads can crash an ordinary interpreter
-    # shutdown (temporalio/sdk-python#300), which lost a run of bench/wave
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_process(0)  # as `mailmove worker` ends: an ordinary shutdown crashed, losing a run of bench/wave

@@ -23,7 +23,7 @@ from mailmove import control, waves
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer
 from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
-from mailmove.processes import stop_on_signals
+from mailmove.processes import exit_process, stop_on_signals
 from mailmove.render import console, migration_table, report_view, shown, step_verdicts, swaks, wave_view
 from mailmove.temporal import address, connect, register_search_attributes
 from store.db import upgrade
@@ -95,8 +95,8 @@ def fail(message: str) -> None:
 def run(work: Callable[[Settings], Awaitable[None]], cleanup: Callable[[], None] | None = None) -> None:
     """Load settings, run `work`, and turn known errors into the exit status of the contract.
 
-    The process ends with `os._exit`: the Temporal client's native threads can crash an
-    ordinary interpreter shutdown (temporalio/sdk-python#300), and everything is done here.
+    The process ends with `exit_process`, without an ordinary interpreter shutdown, which the
+    Temporal client's native threads can crash; everything is done here.
     """
     code = 0
     try:
@@ -114,9 +114,7 @@ def run(work: Callable[[Settings], Awaitable[None]], cleanup: Callable[[], None]
         code = 1
     if cleanup:
         cleanup()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_process(code)
 
 
 async def client_for(settings: Settings) -> Client:
