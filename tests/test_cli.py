@@ -93,11 +93,12 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
     handle = dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, f"domain-move:{DOMAIN}")
     await until_stage(handle, "request_domain", "waiting")
 
-    async def attributes():
-        found = (await handle.describe()).typed_search_attributes
-        return found if found.get(search.STATE) == "waiting" else None
+    async def waiting():
+        described = await handle.describe()
+        return described if described.typed_search_attributes.get(search.STATE) == "waiting" else None
 
-    found = await wait_for(attributes, what="MigrationState = waiting")
+    described = await wait_for(waiting, what="MigrationState = waiting")
+    found = described.typed_search_attributes
     assert (found.get(search.KIND), found.get(search.SUBJECT), found.get(search.STAGE)) == ("domain", DOMAIN, None)
 
     async def listed():
@@ -105,8 +106,7 @@ async def test_start_list_show_confirm_cancel(cli_world, dev_env):
         query = f"MigrationState = 'waiting' AND MigrationDomain = '{DOMAIN}' AND ExecutionStatus = 'Running'"
         return [(w.id, w.run_id) async for w in dev_env.client.list_workflows(query)]
 
-    run_id = (await handle.describe()).run_id
-    assert await wait_for(listed, what="the move listed by its state") == [(f"domain-move:{DOMAIN}", run_id)]
+    assert await wait_for(listed, what="the move listed by its state") == [(f"domain-move:{DOMAIN}", described.run_id)]
 
     code, out, err = await mailmove(config, "show", DOMAIN, "--json")
     shown = json.loads(out)
