@@ -29,7 +29,7 @@ from activities.wave import WaveActivities
 from mailmove.config import Settings, load_settings
 from mailmove.names import to_alabel
 from mailmove.processes import stop_on_signals
-from mailmove.temporal import connect, host_queue
+from mailmove.temporal import Role, admit_moves_in_clear, connect, host_queue
 from store.db import upgrade
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.server_move import ServerMoveWorkflow
@@ -71,9 +71,14 @@ def activities(settings: Settings) -> list:
 
 
 def agent_activities(settings: Settings) -> list:
-    """What runs on the mail server itself; no database, no workflow."""
+    """What runs on the mail server itself; no database, no workflow. Every argument is checked
+    there (activities/agent_input.py); tcp/25 opens only to the allowed networks, by default the
+    gateway's and the relays' of this configuration."""
     a = settings.agent
-    firewall = FirewallActivities(a.nft, NftTarget(a.nft_table, a.nft_input_chain, a.nft_output_chain))
+    g = settings.gateway
+    allowed = a.allowed_networks or (*g.networks, *g.internal_relay_addresses)
+    target = NftTarget(a.nft_table, a.nft_input_chain, a.nft_output_chain)
+    firewall = FirewallActivities(a.nft, target, allowed=allowed)
     relay = RelayTestActivities(settings.smtp, DnsActivities(settings))
     return [
         firewall.open_firewall,
@@ -106,11 +111,12 @@ def build_agent(client: Client, settings: Settings, host: str) -> Worker:
 
 
 async def run(settings: Settings, stop: asyncio.Event, host: str = "") -> None:
-    client = await connect(settings)
+    client = await connect(settings, Role.AGENT if host else Role.WORKER)
     if host:
         worker, queue = build_agent(client, settings, host), host_queue(settings.temporal.task_queue, host)
     else:
         await asyncio.to_thread(upgrade, settings.database.url)
+        await admit_moves_in_clear(client, settings)
         worker, queue = build_worker(client, settings), settings.temporal.task_queue
     async with worker:
         logging.info("worker polling %s on %s", queue, settings.temporal.address or "embedded")

@@ -1,6 +1,10 @@
 """The gateway's firewall rules for one mail server: rendered for nftables, iptables and ufw,
 and applied with nftables by the host agent on that server.
 
+The agent applies them through libnftables' JSON, built as data, never as nft text with values
+spliced in; its arguments are checked first (activities/agent_input.py), and it opens tcp/25
+only to its own allowed networks, whoever asks.
+
 The rules accept tcp/25 in from the gateway networks and out to the relays. They go into the
 host's own filter chains (an accept in a table of our own would not override a drop in the
 host's), inserted first and tagged with a comment, so the agent finds them again: a second
@@ -13,18 +17,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.agent_input import Network, firewall_plan, refusing
 from workflows.model import FirewallChange, FirewallPlan, FirewallRules
 
 TAG = "mailmove"
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -62,38 +64,69 @@ def _comment(plan: FirewallPlan, direction: str) -> str:
     return f"{TAG}: smtp {direction} for {plan.server}"
 
 
-def nft_rules(plan: FirewallPlan, target: NftTarget = NftTarget()) -> list[str]:
-    """`insert rule` lines for the plan (without the table and chain declarations)."""
-    lines = []
-    for direction, nets, chain, side in (
+def _groups(plan: FirewallPlan, target: NftTarget) -> Iterator[tuple[str, str, str, str, list[Network]]]:
+    """(direction, chain, protocol, field, networks): one rule per direction and IP version."""
+    for direction, nets, chain, field in (
         ("in", plan.inbound, target.input_chain, "saddr"),
         ("out", plan.outbound, target.output_chain, "daddr"),
     ):
         for version, group in sorted(_by_family(nets).items()):
-            family = "ip" if version == 4 else "ip6"
-            elements = ", ".join(str(n) for n in group)
-            lines.append(
-                f"insert rule {target.table} {chain} {family} {side} {{ {elements} }} tcp dport 25 accept "
-                f'comment "{_comment(plan, direction)}"'
-            )
-    return lines
+            yield direction, chain, "ip" if version == 4 else "ip6", field, group
 
 
-def nft_script(plan: FirewallPlan, target: NftTarget = NftTarget(), deletes: str = "") -> str:
-    """A script for `nft -f`: the table and base chains if missing (an existing chain keeps its
-    policy), `deletes` (our previous rules), then the plan's rules, first in their chains."""
+def nft_rules(plan: FirewallPlan, target: NftTarget = NftTarget()) -> list[str]:
+    """`insert rule` lines for the plan (without the table and chain declarations)."""
+    return [
+        f"insert rule {target.table} {chain} {protocol} {field} {{ {', '.join(str(n) for n in group)} }} "
+        f'tcp dport 25 accept comment "{_comment(plan, direction)}"'
+        for direction, chain, protocol, field, group in _groups(plan, target)
+    ]
+
+
+def nft_script(plan: FirewallPlan, target: NftTarget = NftTarget()) -> str:
+    """A script for `nft -f`, for people: what `nft_commands` does on the agent."""
     return (
         f"{_head(plan)}\n"
         f"add table {target.table}\n"
         f"add chain {target.table} {target.input_chain} {{ type filter hook input priority filter; }}\n"
         f"add chain {target.table} {target.output_chain} {{ type filter hook output priority filter; }}\n"
-        + deletes
         + "\n".join(nft_rules(plan, target))
         + "\n"
     )
 
 
+def _match(protocol: str, field: str, right: object) -> dict:
+    return {"match": {"op": "==", "left": {"payload": {"protocol": protocol, "field": field}}, "right": right}}
+
+
+def nft_commands(plan: FirewallPlan, target: NftTarget, previous: Iterable[TaggedRule] = ()) -> dict:
+    """libnftables JSON: the table and base chains if missing (an existing chain keeps its
+    policy), the deletion of `previous` (our earlier rules), then the plan's rules, first in
+    their chains."""
+    family, table = target.table.split()
+    commands: list[dict] = [{"add": {"table": {"family": family, "name": table}}}]
+    for chain, hook in ((target.input_chain, "input"), (target.output_chain, "output")):
+        chain_spec = {"family": family, "table": table, "name": chain, "type": "filter", "hook": hook, "prio": 0}
+        commands.append({"add": {"chain": chain_spec}})
+    commands += _deletes(previous, target)
+    for direction, chain, protocol, field, group in _groups(plan, target):
+        prefixes = [{"prefix": {"addr": str(n.network_address), "len": n.prefixlen}} for n in group]
+        expr = [_match(protocol, field, {"set": prefixes}), _match("tcp", "dport", 25), {"accept": None}]
+        rule = {"family": family, "table": table, "chain": chain, "expr": expr, "comment": _comment(plan, direction)}
+        commands.append({"insert": {"rule": rule}})
+    return {"nftables": commands}
+
+
+def _deletes(rules: Iterable[TaggedRule], target: NftTarget) -> list[dict]:
+    family, table = target.table.split()
+    return [
+        {"delete": {"rule": {"family": family, "table": table, "chain": r.chain, "handle": r.handle}}} for r in rules
+    ]
+
+
 def render(plan: FirewallPlan, target: NftTarget = NftTarget()) -> FirewallRules:
+    """The rules as text for people; the plan is checked like the agent's (a Refused otherwise)."""
+    firewall_plan(plan)
     iptables, ufw = [_head(plan)], [_head(plan)]
     for direction, nets in (("in", plan.inbound), ("out", plan.outbound)):
         for version, group in sorted(_by_family(nets).items()):
@@ -173,21 +206,26 @@ def covered_by(rules: list[TaggedRule]) -> set[str]:
 
 
 class FirewallActivities:
-    """nftables on the host agent's machine; `nft` may be a command prefix (sudo, a namespace)."""
+    """nftables on the host agent's machine; `nft` may be a command prefix (sudo, a namespace).
+    `allowed`: the networks tcp/25 may be opened to, in or out, whatever a plan asks."""
 
-    def __init__(self, nft: tuple[str, ...] = ("nft",), target: NftTarget = NftTarget()):
+    def __init__(self, nft: tuple[str, ...] = ("nft",), target: NftTarget = NftTarget(), *, allowed: Iterable[str]):
         self.nft = nft
         self.target = target
+        self.allowed = [ipaddress.ip_network(n) for n in allowed]
 
-    async def _run(self, *args: str, stdin_file: str = "") -> str:
-        command = [*self.nft, *args] + (["-f", stdin_file] if stdin_file else [])
+    async def _run(self, *args: str, stdin: str | None = None) -> str:
+        command = [*self.nft, *args]
         try:
             process = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                *command,
+                stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
             )
         except FileNotFoundError as exc:
             raise ApplicationError(f"{command[0]} is not installed: {exc}", non_retryable=True, type="NoNft") from exc
-        out, err = await process.communicate()
+        out, err = await process.communicate(None if stdin is None else stdin.encode())
         if process.returncode != 0:
             raise ApplicationError(
                 f"`{' '.join(command)}` failed: {err.decode().strip() or out.decode().strip()}",
@@ -201,28 +239,22 @@ class FirewallActivities:
         rules = tagged_rules(json.loads(await self._run("-j", "list", "ruleset")), self.target)
         return [r for r in rules if r.comment.endswith(f" for {plan.server}")]
 
-    async def _apply(self, script: str) -> None:
-        """Checked with `nft -c` first: a script that would not load changes nothing."""
-        fd, path = tempfile.mkstemp(prefix="mailmove-", suffix=".nft")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(script)
-            await self._run("-c", stdin_file=path)
-            await self._run(stdin_file=path)
-        finally:
-            os.unlink(path)
-
-    def _delete(self, rules: list[TaggedRule]) -> str:
-        return "".join(f"delete rule {self.target.table} {r.chain} handle {r.handle}\n" for r in rules)
+    async def _apply(self, commands: dict) -> None:
+        """Checked with `nft -c` first: commands that would not load change nothing."""
+        document = json.dumps(commands)
+        await self._run("-c", "-j", "-f", "-", stdin=document)
+        await self._run("-j", "-f", "-", stdin=document)
 
     @activity.defn
     async def open_firewall(self, plan: FirewallPlan) -> FirewallChange:
         """Make our rules exactly the plan's; nothing is touched when they already are."""
+        with refusing("open_firewall"):
+            firewall_plan(plan, self.allowed)
         existing = await self._rules(plan)
         before, wanted = covered_by(existing), covered(plan)
         if before == wanted:
             return FirewallChange(False, [], [], f"tcp/25 was already open as planned ({len(wanted)} networks)")
-        await self._apply(nft_script(plan, self.target, deletes=self._delete(existing)))
+        await self._apply(nft_commands(plan, self.target, existing))
         after = covered_by(await self._rules(plan))
         if after != wanted:
             raise ApplicationError(f"after the change nft lists {sorted(after)}, not {sorted(wanted)}")
@@ -231,10 +263,13 @@ class FirewallActivities:
 
     @activity.defn
     async def close_firewall(self, plan: FirewallPlan) -> FirewallChange:
-        """Remove exactly the rules mailmove added for this server (a cancelled move)."""
+        """Remove exactly the rules mailmove added for this server (a cancelled move); its
+        networks need not be allowed ones, as nothing is opened."""
+        with refusing("close_firewall"):
+            firewall_plan(plan)
         mine = await self._rules(plan)
         if not mine:
             return FirewallChange(False, [], [], "no mailmove rule to remove")
         removed = sorted(covered_by(mine))
-        await self._apply(self._delete(mine))
+        await self._apply({"nftables": _deletes(mine, self.target)})
         return FirewallChange(True, [], removed, f"removed {len(mine)} mailmove rules")

@@ -7,11 +7,14 @@ import asyncio
 
 from temporalio import activity
 
+from activities import agent_input
 from workflows.model import PostfixCheck, Relay
 
 # any of these makes Postfix insist on TLS to the relay
 TLS_REQUIRED = ("encrypt", "dane-only", "fingerprint", "verify", "secure")
 OLD_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1")
+# all that `postconf` is ever asked for: fixed names, never an argument's
+PARAMETERS = ("relayhost", "smtp_tls_security_level", "smtp_tls_mandatory_protocols")
 
 
 def postfix_lines(relay: Relay) -> dict[str, str]:
@@ -65,11 +68,12 @@ class PostfixActivities:
 
     @activity.defn
     async def check_postfix(self, relay: Relay) -> PostfixCheck:
+        with agent_input.refusing("check_postfix"):
+            agent_input.relay("relay", relay)
         expected = postfix_lines(relay)
-        names = ["relayhost", "smtp_tls_security_level", "smtp_tls_mandatory_protocols"]
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.postconf, *names, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                *self.postconf, *PARAMETERS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
             )
         except FileNotFoundError:
             return PostfixCheck(expected, {}, [], note=f"{self.postconf[0]} not found: Postfix was not checked")

@@ -27,6 +27,7 @@ from email.utils import formatdate, make_msgid
 import aiosmtplib
 from temporalio import activity
 
+from activities import agent_input
 from activities.dns import DnsActivities
 from mailmove.config import SmtpConfig
 from mailmove.names import is_address
@@ -259,7 +260,10 @@ class RelayTestActivities:
     @activity.defn
     async def relay_test(self, query: RelayTestQuery) -> RelayTranscript:
         """Heartbeats every second, also while a slow relay keeps a reply back, so a lost agent
-        is noticed within the heartbeat timeout and a slow relay is not taken for one."""
+        is noticed within the heartbeat timeout and a slow relay is not taken for one. The query
+        is checked before any connection: the agent runs as root on the mail server."""
+        with agent_input.refusing("relay_test"):
+            agent_input.relay_test_query(query)
         query.probe_id = query.probe_id or uuid.uuid4().hex
         steps: list[str] = []
         beating = asyncio.create_task(_heartbeat(steps))

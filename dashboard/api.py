@@ -245,7 +245,9 @@ def install(app) -> None:
         if exc.status_code == 303:
             return RedirectResponse(exc.headers["Location"], status_code=303)
         field = str(exc.detail).partition(":")[0] if ":" in str(exc.detail) else ""
-        return JSONResponse({"field": field, "message": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse(
+            {"field": field, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
 
 
 async def wave_for(request: Request, principal: Principal, id: str) -> waves.WaveView:

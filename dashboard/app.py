@@ -42,7 +42,7 @@ def session_secret(settings: Settings) -> str:
 
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     """The app; `client` is the Temporal client of `mailmove up`, else one is connected on demand."""
-    from dashboard import api, oidc, pages
+    from dashboard import api, codec, oidc, pages
 
     app = FastAPI(
         title="mailmove",
@@ -64,6 +64,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app.state.oidc = oidc.client_for(settings) if settings.dashboard.oidc_issuer else None
     app.include_router(api.router)
     app.include_router(oidc.router)
+    app.include_router(codec.router)
     app.include_router(pages.router)
     api.install(app)
 

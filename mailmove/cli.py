@@ -16,16 +16,25 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from temporalio.client import Client
 
 from dashboard.serve import serving
 from mailmove import control, waves
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
-from mailmove.embedded import DevServer
+from mailmove.embedded import DevServer, codec_endpoint
 from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
+from mailmove.payload_codec import write_key_file
 from mailmove.processes import exit_process, stop_on_signals
 from mailmove.render import console, migration_table, report_view, shown, step_verdicts, swaks, wave_view
-from mailmove.temporal import address, connect, register_search_attributes
+from mailmove.temporal import (
+    Role,
+    Unreachable,
+    admit_moves_in_clear,
+    connect,
+    payload_keys,
+    register_search_attributes,
+)
 from store.db import upgrade
 from worker import build_worker, serve
 from workflows.model import CancelInput, ConfirmInput, ExtendInput
@@ -105,6 +114,9 @@ def run(work: Callable[[Settings], Awaitable[None]], cleanup: Callable[[], None]
     except (ConfigError, FieldError, control.Refused) as exc:
         fail(str(exc))
         code = 2
+    except Unreachable as exc:
+        fail(str(exc))
+        code = 1
     except typer.Exit as exc:
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -120,10 +132,9 @@ def run(work: Callable[[Settings], Awaitable[None]], cleanup: Callable[[], None]
 async def client_for(settings: Settings) -> Client:
     try:
         return await connect(settings)
-    except RuntimeError as exc:
-        field = "temporal.address" if settings.temporal.address else "temporal.embedded_listen"
+    except Unreachable as exc:
         hint = "" if settings.temporal.address else " (is `mailmove up` running?)"
-        raise FieldError(field, f"{address(settings)} does not answer{hint}: {exc}") from None
+        raise Unreachable(f"{exc}{hint}") from None
 
 
 async def showing(
@@ -157,8 +168,12 @@ async def stack(settings: Settings) -> AsyncIterator[Client]:
     await asyncio.to_thread(upgrade, settings.database.url)
     dev = None if settings.temporal.address else DevServer(settings)
     try:
-        client = await dev.start() if dev else await client_for(settings)
+        if dev:
+            client = await dev.start(payload_keys(settings, create=True))
+        else:
+            client = await connect(settings, Role.WORKER)
         await register_search_attributes(client, settings.temporal.namespace)
+        await admit_moves_in_clear(client, settings)
         async with build_worker(client, settings), serving(settings, client) as login:
             ctx.login = login
             yield client
@@ -175,6 +190,11 @@ def print_addresses(settings: Settings) -> None:
         dev = DevServer(settings)
         out.print(f"Temporal dev server  {settings.temporal.embedded_listen}   UI {dev.ui_url}   state {dev.db_file}")
     out.print(f"worker            task queue {settings.temporal.task_queue}")
+    keys = payload_keys(settings)
+    if keys:
+        out.print(f"payloads          encrypted (AES-256-GCM), key {keys[0].id}; codec {codec_endpoint(settings)}")
+    else:
+        out.print("[yellow]payloads          in clear: set temporal.encryption_key_files (see SECURITY.md)[/yellow]")
     out.print(f"database          {settings.database.url}")
     out.print(f"dashboard         http://{settings.dashboard.listen}/")
     if ctx.login:
@@ -241,6 +261,21 @@ def bootstrap() -> None:
             f"{settings.temporal.namespace}: search attributes "
             + (f"added: {', '.join(added)}" if added else "already registered")
         )
+
+    run(work)
+
+
+@app.command()
+def keygen(path: Path = typer.Argument(..., help="the new key file (never overwritten)")) -> None:
+    """Write a new payload key (AES-256, mode 0600) for `temporal.encryption_key_files`: list it
+    first to encrypt with it, keep the older ones after it until no history needs them."""
+
+    async def work(settings: Settings) -> None:
+        try:
+            key = write_key_file(path)
+        except FileExistsError:
+            raise FieldError("PATH", f"{path} exists; a key file is never overwritten") from None
+        console().print(f"wrote payload key {key.id} to {escape(str(path))}", highlight=False)
 
     run(work)
 

@@ -106,11 +106,21 @@ class ZoneConfig:
 
 @dataclass(frozen=True)
 class TemporalConfig:
+    """Where Temporal is and how to reach it safely. Secrets are files: the client key, the API
+    key and the payload keys are read at connect time and never written anywhere."""
+
     address: str = ""
     namespace: str = "default"
     task_queue: str = "mailmove"
     embedded_listen: HostPort = HostPort("127.0.0.1", 7233)
     embedded_ui_port: int = 8233
+    tls: bool = False  # TLS with the system's CAs; on by itself with any file below
+    tls_ca_file: str = ""  # the CA that signed the frontend's certificate
+    tls_server_name: str = ""  # the name in that certificate, when it is not the address's host
+    tls_cert_file: str = ""  # mTLS: this client's certificate (chain) ...
+    tls_key_file: str = ""  # ... and its private key
+    api_key_file: str = ""  # Temporal Cloud and clusters that take API keys (implies TLS)
+    encryption_key_files: tuple[str, ...] = ()  # payload keys: the first encrypts, all decrypt
 
 
 @dataclass(frozen=True)
@@ -208,7 +218,8 @@ class CheckConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """The host agent on a mail server: how it reaches nftables and Postfix there.
+    """The host agent on a mail server: how it reaches nftables and Postfix there, and the
+    networks it opens tcp/25 to at most, whoever schedules its activities.
 
     Commands are lists, so a prefix works: `["sudo", "nft"]`, `["postconf", "-c", "/etc/postfix"]`.
     """
@@ -218,6 +229,7 @@ class AgentConfig:
     nft_input_chain: str = "input"
     nft_output_chain: str = "output"
     postconf: tuple[str, ...] = ("postconf",)
+    allowed_networks: tuple[str, ...] = ()  # empty: gateway.networks and gateway.internal_relay_addresses
 
 
 @dataclass(frozen=True)
@@ -234,6 +246,9 @@ class DashboardConfig:
     roles: dict[str, str] = field(default_factory=dict)  # user -> viewer|operator|admin (proxy users)
     operator_domains: dict[str, tuple[str, ...]] = field(default_factory=dict)  # user -> their domains
     secure_cookies: bool = False  # true behind TLS: the session cookie is then `Secure`
+    # origins of the Temporal UI that may call the codec endpoint (/codec) from a browser;
+    # empty: the embedded UI of `mailmove up`
+    codec_origins: tuple[str, ...] = ()
     session_secret_file: str = ""  # empty: var/dashboard-secret, made on first start
     # OIDC login (production): the issuer, this client, its secret by reference
     oidc_issuer: str = ""
@@ -295,6 +310,23 @@ def _int(value: Any, key: str, low: int, high: int) -> int:
     return value
 
 
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, "must be true or false")
+    return value
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def _identifier(value: Any, key: str) -> str:
+    """A Temporal namespace or task queue: it goes into visibility queries, so letters, digits,
+    dots, dashes and underscores only."""
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ConfigError(key, f"{str(value)[:60]!r} may hold only letters, digits, '.', '-' and '_'")
+    return value
+
+
 def _rate(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10000:
         raise ConfigError(key, "must be a number of RCPTs a second, more than 0")
@@ -311,17 +343,27 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
     _check_keys(raw, set(SECTIONS), "config")
 
     t = _table(raw, "temporal")
-    _check_keys(t, {"address", "namespace", "task_queue", "embedded_listen", "embedded_ui_port"}, "temporal")
+    _check_keys(t, {f.name for f in fields(TemporalConfig)}, "temporal")
     temporal = TemporalConfig(
         address=str(t.get("address", d.temporal.address)),
-        namespace=str(t.get("namespace", d.temporal.namespace)),
-        task_queue=str(t.get("task_queue", d.temporal.task_queue)),
+        namespace=_identifier(t.get("namespace", d.temporal.namespace), "temporal.namespace"),
+        task_queue=_identifier(t.get("task_queue", d.temporal.task_queue), "temporal.task_queue"),
         embedded_listen=parse_host_port(
             t.get("embedded_listen", str(d.temporal.embedded_listen)), 7233, "temporal.embedded_listen"
         ),
         embedded_ui_port=_int(
             t.get("embedded_ui_port", d.temporal.embedded_ui_port), "temporal.embedded_ui_port", 1, 65535
         ),
+        tls=_bool(t.get("tls", False), "temporal.tls"),
+        tls_server_name=str(t.get("tls_server_name", "")),
+        encryption_key_files=tuple(
+            _resolve_path(f, base)
+            for f in _str_list(t.get("encryption_key_files", []), "temporal.encryption_key_files")
+        ),
+        **{
+            k: _resolve_path(str(t.get(k, "")), base)
+            for k in ("tls_ca_file", "tls_cert_file", "tls_key_file", "api_key_file")
+        },
     )
 
     paths = _table(raw, "paths")
@@ -437,6 +479,15 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
             for k, v in _table(dash, "operator_domains").items()
         },
         secure_cookies=bool(dash.get("secure_cookies", False)),
+        codec_origins=_str_list(dash.get("codec_origins", []), "dashboard.codec_origins")
+        or (
+            ()
+            if temporal.address
+            else tuple(
+                f"http://{host}:{temporal.embedded_ui_port}"
+                for host in sorted({temporal.embedded_listen.host, "localhost"})
+            )
+        ),
         session_secret_file=_resolve_path(str(dash.get("session_secret_file", "")), base),
         oidc_issuer=str(dash.get("oidc_issuer", "")),
         oidc_client_id=str(dash.get("oidc_client_id", "")),
@@ -457,9 +508,22 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         nft_input_chain=str(ag.get("nft_input_chain", d.agent.nft_input_chain)),
         nft_output_chain=str(ag.get("nft_output_chain", d.agent.nft_output_chain)),
         postconf=_str_list(ag.get("postconf", list(d.agent.postconf)), "agent.postconf") or d.agent.postconf,
+        allowed_networks=_str_list(ag.get("allowed_networks", []), "agent.allowed_networks"),
     )
-    if len(agent.nft_table.split()) != 2:
-        raise ConfigError("agent.nft_table", f"{agent.nft_table!r} is not 'FAMILY NAME', e.g. 'inet filter'")
+    nft_name = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # a plain identifier: nothing nft would parse
+    family, _, table = agent.nft_table.partition(" ")
+    if family not in ("ip", "ip6", "inet") or not nft_name.fullmatch(table):
+        raise ConfigError("agent.nft_table", f"{agent.nft_table[:60]!r} is not 'FAMILY NAME', e.g. 'inet filter'")
+    for key in ("nft_input_chain", "nft_output_chain"):
+        if not nft_name.fullmatch(getattr(agent, key)):
+            raise ConfigError(f"agent.{key}", f"{getattr(agent, key)[:60]!r} is not a plain chain name")
+    from ipaddress import ip_network  # here alone: the other sections take addresses as text
+
+    for text in agent.allowed_networks:
+        try:
+            ip_network(text)
+        except ValueError:
+            raise ConfigError("agent.allowed_networks", f"{text[:60]!r} is not a network (a.b.c.d/len)") from None
 
     c = _table(raw, "check")
     _check_keys(c, {f.name for f in fields(CheckConfig)}, "check")

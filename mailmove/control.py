@@ -199,19 +199,22 @@ async def show(client: Client, settings: Settings, wid: str) -> Shown:
     except (TimeoutError, RPCError) as exc:
         note = f"no worker answered the status query ({exc}); is `mailmove up` running?"
         return Shown(None, execution, audit, note, reports)
-    _merge_pending(status, description.raw_description.pending_activities)
+    await _merge_pending(client, status, description.raw_description.pending_activities)
     return Shown(status, execution, audit, "", reports)
 
 
-def _merge_pending(status: MoveStatus, pending: Any) -> None:
-    """Activity retries write no history: attempts and the last failure come from describe."""
+async def _merge_pending(client: Client, status: MoveStatus, pending: Any) -> None:
+    """Activity retries write no history: attempts and the last failure come from describe
+    (its message decoded: with encrypted payloads it travels in the encoded attributes)."""
     current = next((s for s in status.stages if s.name == status.stage), None)
     for activity in pending or []:
         if current is None:
             return
         current.attempts = max(current.attempts, activity.attempt)
-        if activity.HasField("last_failure") and activity.last_failure.message:
-            current.last_error = f"{activity.activity_type.name}: {activity.last_failure.message}"
+        if activity.HasField("last_failure"):
+            message = str(await client.data_converter.decode_failure(activity.last_failure))
+            if message:
+                current.last_error = f"{activity.activity_type.name}: {message}"
 
 
 def _stored(url: str, wid: str) -> tuple[list[dict[str, Any]], dict[str, Report]]:

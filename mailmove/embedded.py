@@ -16,6 +16,8 @@ from temporalio.client import Client
 
 from mailmove import processes
 from mailmove.config import Settings
+from mailmove.payload_codec import PayloadKey
+from mailmove.temporal import Role, Unreachable, connect
 from workflows import search
 
 
@@ -35,8 +37,14 @@ def temporal_binary() -> str:
     return found
 
 
+def codec_endpoint(settings: Settings) -> str:
+    """The dashboard's codec server (Temporal's /encode and /decode contract)."""
+    return f"http://{settings.dashboard.listen}/codec"
+
+
 class DevServer:
     def __init__(self, settings: Settings):
+        self.settings = settings
         self.listen = settings.temporal.embedded_listen
         self.ui_port = settings.temporal.embedded_ui_port
         self.namespace = settings.temporal.namespace
@@ -48,7 +56,9 @@ class DevServer:
     def ui_url(self) -> str:
         return f"http://{self.listen.host}:{self.ui_port}"
 
-    async def start(self, timeout: float = 30) -> Client:
+    async def start(self, keys: list[PayloadKey], timeout: float = 30) -> Client:
+        """Start the server, then connect to it as the worker (with `keys`). Its UI decodes
+        payloads through the dashboard's codec endpoint, for those signed in there."""
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         command = [
             temporal_binary(),
@@ -66,6 +76,8 @@ class DevServer:
             self.namespace,
             "--log-level",
             "warn",
+            "--ui-codec-endpoint",
+            codec_endpoint(self.settings),
         ]
         for key in search.ALL:
             command += ["--search-attribute", f"{key.name}=Keyword"]
@@ -78,8 +90,8 @@ class DevServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Temporal dev server exited; see {self.log_file}")
             try:
-                return await Client.connect(str(self.listen), namespace=self.namespace)
-            except RuntimeError:
+                return await connect(self.settings, Role.WORKER, target=str(self.listen), keys=keys)
+            except Unreachable:
                 if asyncio.get_running_loop().time() > deadline:
                     self.stop()
                     raise RuntimeError(f"the Temporal dev server did not answer on {self.listen}") from None

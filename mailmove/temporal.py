@@ -1,22 +1,174 @@
-"""Connecting to Temporal: the configured cluster, or the embedded dev server of `mailmove up`."""
+"""Connecting to Temporal: the configured cluster, or the embedded dev server of `mailmove up`.
+
+Every process connects here, so each gets the same transport security (TLS, mTLS, an API key,
+all read from files) and the same payload encryption. Who connects decides how strictly
+payloads are read: a `Role.CLIENT` (CLI, dashboard) only reads and decodes anything; the
+worker refuses payloads in clear except inside moves that were running before encryption; the
+host agent refuses every payload that is not encrypted with a known key.
+"""
 
 from __future__ import annotations
+
+import enum
+from pathlib import Path
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from mailmove.config import Settings
+from mailmove.config import ConfigError, Settings, TemporalConfig
+from mailmove.payload_codec import (
+    EncryptionCodec,
+    MovesInClear,
+    PayloadKey,
+    always,
+    data_converter,
+    never,
+    read_key_file,
+    write_key_file,
+)
 from workflows import search
+
+EMBEDDED_KEY = "payload-key"  # beside the dev server's state in var/
+MAX_SECRET_FILE = 1 << 20  # a certificate chain, a key or an API key: far less than this
+
+
+class Role(enum.Enum):
+    CLIENT = "client"  # reads and acts through Temporal's API: decodes whatever it is shown
+    WORKER = "worker"  # runs the workflows and the effects: refuses payloads in clear
+    AGENT = "agent"  # runs as root on a mail server: needs a key, refuses anything else
+
+
+class Unreachable(RuntimeError):
+    """Temporal did not answer at the configured address: the environment, not the config."""
 
 
 def address(settings: Settings) -> str:
     return settings.temporal.address or str(settings.temporal.embedded_listen)
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(address(settings), namespace=settings.temporal.namespace)
+def address_key(settings: Settings) -> str:
+    return "temporal.address" if settings.temporal.address else "temporal.embedded_listen"
+
+
+def _secret(path: str, key: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(key, f"{path} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_SECRET_FILE or not data.strip():
+        raise ConfigError(key, f"{path} is {'empty' if not data.strip() else 'too large'}")
+    return data
+
+
+def tls_config(t: TemporalConfig) -> TLSConfig | bool:
+    """TLS as configured; an API key is never sent in clear, so it turns TLS on by itself."""
+    if not (t.tls or t.tls_ca_file or t.tls_cert_file or t.tls_key_file or t.tls_server_name or t.api_key_file):
+        return False
+    if bool(t.tls_cert_file) != bool(t.tls_key_file):
+        missing = "temporal.tls_key_file" if t.tls_cert_file else "temporal.tls_cert_file"
+        raise ConfigError(missing, "mTLS needs both a client certificate file and its key file")
+    return TLSConfig(
+        server_root_ca_cert=_secret(t.tls_ca_file, "temporal.tls_ca_file") if t.tls_ca_file else None,
+        domain=t.tls_server_name or None,
+        client_cert=_secret(t.tls_cert_file, "temporal.tls_cert_file") if t.tls_cert_file else None,
+        client_private_key=_secret(t.tls_key_file, "temporal.tls_key_file") if t.tls_key_file else None,
+    )
+
+
+def api_key(t: TemporalConfig) -> str | None:
+    if not t.api_key_file:
+        return None
+    text = _secret(t.api_key_file, "temporal.api_key_file").decode("utf-8", "replace").strip()
+    if any(not c.isprintable() or c.isspace() for c in text):
+        raise ConfigError("temporal.api_key_file", f"{t.api_key_file} must hold the key alone, on one line")
+    return text
+
+
+def payload_keys(settings: Settings, create: bool = False) -> list[PayloadKey]:
+    """The configured key ring; for the embedded stack `var/payload-key`, made by `up` (`create`)
+    on its first start. A cluster without key files has payloads in clear."""
+    files = settings.temporal.encryption_key_files
+    if files:
+        return [read_key_file(f) for f in files]
+    if settings.temporal.address:
+        return []
+    path = Path(settings.var_dir) / EMBEDDED_KEY
+    if not path.exists():
+        if not create:
+            raise ConfigError("temporal.encryption_key_files", f"{path} does not exist yet: `mailmove up` makes it")
+        return [write_key_file(path)]
+    return [read_key_file(path)]
+
+
+def _tls_hint(settings: Settings, message: str) -> str | None:
+    """The configuration key to look at when a connection failed for a TLS reason, if it did."""
+    t, text = settings.temporal, message.lower()
+    if "unknownissuer" in text or "unknown issuer" in text or "invalid peer certificate" in text:
+        if "notvalidforname" in text or "not valid for name" in text:
+            return "temporal.tls_server_name"
+        return "temporal.tls_ca_file"
+    if "certificaterequired" in text or "certificate required" in text or "handshake" in text:
+        return "temporal.tls_cert_file"
+    if "badcertificate" in text or "bad certificate" in text or "unknownca" in text or "unknown ca" in text:
+        return "temporal.tls_cert_file"
+    if ("tls" in text or "corrupt message" in text or "invaliddata" in text) and not (t.tls or t.tls_ca_file):
+        return "temporal.tls"
+    if "tls" in text or "certificate" in text:
+        return "temporal.tls_ca_file"
+    if "unauthenticated" in text or "api key" in text or "unauthorized" in text:
+        return "temporal.api_key_file"
+    return None
+
+
+async def connect(
+    settings: Settings, role: Role = Role.CLIENT, target: str = "", keys: list[PayloadKey] | None = None
+) -> Client:
+    """A client with the configured security; `target` overrides the address (the dev server of
+    `up`), `keys` the key ring. A TLS failure names the key to look at (ConfigError, exit 2);
+    a server that does not answer is `Unreachable` (exit 1)."""
+    t = settings.temporal
+    keys = payload_keys(settings, create=False) if keys is None else keys
+    if role is Role.AGENT and not keys:
+        raise ConfigError(
+            "temporal.encryption_key_files", "the host agent takes work only under a payload key: configure one"
+        )
+    codec = None
+    if keys:
+        accept_plain = {Role.CLIENT: always, Role.WORKER: MovesInClear(), Role.AGENT: never}[role]
+        codec = EncryptionCodec(keys, accept_plain)
+    try:
+        return await Client.connect(
+            target or address(settings),
+            namespace=t.namespace,
+            tls=tls_config(t),
+            api_key=api_key(t),
+            data_converter=data_converter(codec),
+        )
+    except RuntimeError as exc:
+        hint = _tls_hint(settings, str(exc))
+        if hint:
+            raise ConfigError(hint, f"the TLS connection to {target or address(settings)} failed: {exc}") from None
+        raise Unreachable(f"{address_key(settings)}: {target or address(settings)} does not answer: {exc}") from None
+
+
+async def admit_moves_in_clear(client: Client, settings: Settings) -> list[str]:
+    """The worker decodes payloads in clear inside the moves started before the oldest key
+    existed and still running (they began before encryption and must finish), nowhere else.
+    A workflow id cannot be taken by another execution while its run is open."""
+    codec = client.data_converter.payload_codec
+    if not isinstance(codec, EncryptionCodec) or not isinstance(codec.accept_plain, MovesInClear):
+        return []
+    since = min(k.created for k in codec.keys)
+    query = (
+        f"ExecutionStatus = 'Running' AND TaskQueue = '{settings.temporal.task_queue}' "
+        f"AND StartTime < '{since.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
+    )
+    found = [w.id async for w in client.list_workflows(query)]
+    codec.accept_plain.ids.update(found)
+    return found
 
 
 async def register_search_attributes(client: Client, namespace: str) -> list[str]:

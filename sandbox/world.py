@@ -157,6 +157,7 @@ class Sandbox:
         timing: dict[str, float] | None = None,
         agent: dict[str, list[str]] | None = None,
         notify: bool = False,
+        payload_keys: list[str] | None = None,
     ) -> str:
         """A mailmove TOML configuration for this world (the embedded stack unless an address is given)."""
         var = self.root / "var"
@@ -179,7 +180,8 @@ class Sandbox:
         q = json.dumps
         return (
             f'[temporal]\naddress = {q(temporal_address)}\nnamespace = "default"\ntask_queue = {q(task_queue)}\n'
-            f'embedded_listen = "127.0.0.1:{free_port()}"\nembedded_ui_port = {free_port()}\n\n'
+            + (f"encryption_key_files = {q(payload_keys)}\n" if payload_keys else "")
+            + f'embedded_listen = "127.0.0.1:{free_port()}"\nembedded_ui_port = {free_port()}\n\n'
             f"[paths]\nvar = {q(str(var))}\n\n"
             f"[database]\nurl = {q(database_url or f'sqlite:///{var}/mailmove.db')}\n\n"
             f"[gateway]\nmx = {q(GATEWAY_MX)}\nsmtp_port = {self.smtp.port}\n"

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -18,11 +19,13 @@ import dns.query
 import psycopg
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from mailmove.config import Settings, load_settings
 from mailmove.embedded import temporal_binary
+from mailmove.payload_codec import EncryptionCodec, always, data_converter, read_key_file, write_key_file
 from mailmove.temporal import register_search_attributes
 from sandbox.world import Sandbox, SandboxOptions
 from store.db import engine, upgrade
@@ -33,6 +36,15 @@ from workflows.model import MoveStatus, MxRecord, mx_key
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN = os.environ.get("MAILMOVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+# the payload key of the tests' Temporal clients and of every sandbox configuration they write
+PAYLOAD_KEY = Path(tempfile.mkdtemp(prefix="mailmove-tests-")) / "payload-key"
+write_key_file(PAYLOAD_KEY)
+
+
+def encrypting() -> DataConverter:
+    """What the tests' clients use: the payload codec of every mailmove process, decoding
+    anything (a client acts on nothing); the strict workers are those built from a config."""
+    return data_converter(EncryptionCodec([read_key_file(PAYLOAD_KEY)], always))
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +54,9 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         if (BIN / "temporal-test-server").exists()
         else shutil.which("temporal-test-server")
     )
-    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server) as env:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=server, data_converter=encrypting()
+    ) as env:
         await register_search_attributes(env.client, "default")
         yield env
 
@@ -57,6 +71,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
                 dev_server_existing_path=temporal_binary(),
                 search_attributes=list(search.ALL),
                 dev_server_log_level="error",
+                data_converter=encrypting(),
             )
             break
         except Exception as exc:  # noqa: BLE001 - reported, then retried or raised
@@ -85,6 +100,8 @@ def settings_for(world: Sandbox, env: WorkflowEnvironment | None = None, **confi
     """The sandbox's config, pointed at `env`'s Temporal on a task queue of the test's own."""
     address = env.client.service_client.config.target_host if env else ""
     config.setdefault("task_queue", f"tq-{uuid.uuid4()}")
+    if env:
+        config.setdefault("payload_keys", [str(PAYLOAD_KEY)])
     settings = load_settings(world.write_config(temporal_address=address, **config))
     upgrade(settings.database.url)
     return settings

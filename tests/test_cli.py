@@ -70,14 +70,19 @@ async def test_config_problems_exit_2_naming_the_key(cli_world, dev_env):
             'dns.zones."chem.sandbox.test".update_server',
         ),
         (text.replace(f'resolvers = ["{world.dns.resolver.address}"]', 'resolvers = ["127.0.0.1:9"]'), "dns.resolvers"),
-        (text.replace(settings.temporal.address, "127.0.0.1:9"), "temporal.address"),
         (text.replace("[gateway]\n", "[gateway]\nmx_preferense = 3\n"), "gateway.mx_preferense"),
+        (text.replace("[temporal]\n", '[temporal]\ntls_cert_file = "/nonexistent/client.pem"\n'), "temporal.tls_key_file"),
     ]
     for i, (changed, key) in enumerate(cases):
         bad = config.with_name(f"bad{i}.toml")
         bad.write_text(changed)
         code, out, err = await mailmove(bad, "domain", "start", DOMAIN, "--legacy-mx", LEGACY)
         assert code == 2 and key in err, (key, err)
+    # a Temporal that does not answer is the environment, not the configuration: exit 1, one line
+    unreachable = config.with_name("unreachable.toml")
+    unreachable.write_text(text.replace(settings.temporal.address, "127.0.0.1:9"))
+    code, out, err = await mailmove(unreachable, "domain", "start", DOMAIN, "--legacy-mx", LEGACY)
+    assert code == 1 and "temporal.address: 127.0.0.1:9 does not answer" in err and "Traceback" not in err, err
     assert await nothing_started(dev_env, settings, world.started_at)
 
 

@@ -1,6 +1,6 @@
-"""The gateway's firewall rules: rendered for three tools, applied with real nftables inside a
-network namespace of the test's own (never the machine's ruleset), compared by the addresses
-they cover (nft merges the two gateway /64s into one /63)."""
+"""The gateway's firewall rules: rendered for three tools, applied with real nftables (its JSON
+input) inside a network namespace of the test's own (never the machine's ruleset), compared by
+the addresses they cover (nft merges the two gateway /64s into one /63)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import subprocess
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.firewall import FirewallActivities, NftTarget, covered, covered_by, render, tagged_rules
+from activities.firewall import (
+    FirewallActivities,
+    NftTarget,
+    covered,
+    covered_by,
+    nft_commands,
+    render,
+    tagged_rules,
+)
 from mailmove.config import GatewayConfig
 from tests.conftest import nft_in
 from workflows.model import FirewallPlan
@@ -36,7 +44,7 @@ def ruleset(netns: str) -> dict:
 
 
 def agent(netns: str, target: NftTarget = NftTarget()) -> FirewallActivities:
-    return FirewallActivities(tuple(nft_in(netns)), target)
+    return FirewallActivities(tuple(nft_in(netns)), target, allowed=GATEWAY + INTERNAL)
 
 
 def test_rendered_rules_cover_exactly_the_gateway():
@@ -60,9 +68,21 @@ def test_rendered_rules_cover_exactly_the_gateway():
     assert rules.iptables.count("-j ACCEPT") == rules.ufw.count("ufw allow") == len(covered(PLAN))
 
 
-def test_the_rendered_script_passes_nft_check(netns):
+def test_the_rendered_script_and_the_json_pass_nft_check(netns):
     nft(netns, "-c", "-f", "-", stdin=render(PLAN).nftables)
+    nft(netns, "-c", "-j", "-f", "-", stdin=json.dumps(nft_commands(PLAN, NftTarget())))
     assert ruleset(netns)["nftables"][1:] == []  # a check changes nothing
+
+
+def test_the_json_carries_a_hostile_string_as_a_value_never_as_syntax(netns):
+    """Below the agent's own checks: a server name with nft syntax in it stays one comment."""
+    hostile = FirewallPlan('x.example"\ninsert rule inet filter input accept comment "pwned"\n#', ["10.0.0.0/8"], [])
+    nft(netns, "-f", "-", stdin=DEBIAN_DEFAULT)
+    nft(netns, "-j", "-f", "-", stdin=json.dumps(nft_commands(hostile, NftTarget())))
+    [rule] = tagged_rules(ruleset(netns), NftTarget())
+    assert rule.comment == f"mailmove: smtp in for {hostile.server}" and rule.direction == "in"
+    input_rules = [item["rule"] for item in ruleset(netns)["nftables"] if item.get("rule", {}).get("chain") == "input"]
+    assert len(input_rules) == 3  # ours, then the host's two: no accept-all inserted
 
 
 async def test_open_on_a_host_without_rules_then_again(netns):
@@ -104,11 +124,10 @@ async def test_close_removes_exactly_ours(netns):
     assert not (await agent(netns).close_firewall(PLAN)).changed
 
 
-async def test_a_script_that_fails_the_check_changes_nothing(netns):
+async def test_commands_that_fail_the_check_change_nothing(netns):
     nft(netns, "-f", "-", stdin=DEBIAN_DEFAULT)
     before = ruleset(netns)
+    swapped = NftTarget(input_chain="output", output_chain="input")  # a base chain cannot change its hook
     with pytest.raises(ApplicationError, match="-c"):
-        await agent(netns, NftTarget(table="inet filter", input_chain="input", output_chain="no such;")).open_firewall(
-            PLAN
-        )
+        await agent(netns, swapped).open_firewall(PLAN)
     assert ruleset(netns)["nftables"][1:] == before["nftables"][1:]

@@ -1,0 +1,63 @@
+"""`[agent]`: the networks the agent opens tcp/25 to at most, and nft names that are plain
+identifiers; a bad value is a ConfigError naming its key before any agent starts."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from mailmove.config import ConfigError, GatewayConfig, parse_settings
+from worker import agent_activities
+
+
+def allowed_of(settings) -> list:
+    open_firewall = agent_activities(settings)[0]
+    return open_firewall.__self__.allowed
+
+
+def test_by_default_the_agent_allows_the_gateway_and_the_relays():
+    settings = parse_settings({})
+    assert settings.agent.allowed_networks == ()
+    gateway = GatewayConfig()
+    expected = [ipaddress.ip_network(n) for n in (*gateway.networks, *gateway.internal_relay_addresses)]
+    assert allowed_of(settings) == expected
+
+
+def test_allowed_networks_replace_the_default():
+    settings = parse_settings({"agent": {"allowed_networks": ["10.0.0.0/8", "2001:db8::/32"]}})
+    assert allowed_of(settings) == [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("2001:db8::/32")]
+
+
+@pytest.mark.parametrize(
+    "value", [["10.0.0.1/8"], ["everywhere"], [" 10.0.0.0/8"], ["10.0.0.0/8", "fe80::/10\n"], "10.0.0.0/8", [8]]
+)
+def test_a_bad_allowed_network_is_a_config_error(value):
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({"agent": {"allowed_networks": value}})
+    assert caught.value.field == "agent.allowed_networks"
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("nft_table", "inet filter; flush ruleset"),
+        ("nft_table", "inet"),
+        ("nft_table", "inet  filter"),
+        ("nft_table", "arp filter"),
+        ("nft_table", 'inet "filter"'),
+        ("nft_input_chain", "input;"),
+        ("nft_input_chain", "no such"),
+        ("nft_output_chain", 'output" accept'),
+        ("nft_output_chain", ""),
+    ],
+)
+def test_nft_names_are_plain_identifiers(key, value):
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({"agent": {key: value}})
+    assert caught.value.field == f"agent.{key}"
+
+
+def test_the_usual_nft_names_pass():
+    agent = parse_settings({"agent": {"nft_table": "ip6 my_filter-1", "nft_input_chain": "INPUT"}}).agent
+    assert (agent.nft_table, agent.nft_input_chain, agent.nft_output_chain) == ("ip6 my_filter-1", "INPUT", "output")
