@@ -79,7 +79,7 @@ def agent_activities(settings: Settings) -> list:
     allowed = a.allowed_networks or (*g.networks, *g.internal_relay_addresses)
     target = NftTarget(a.nft_table, a.nft_input_chain, a.nft_output_chain)
     firewall = FirewallActivities(a.nft, target, allowed=allowed)
-    relay = RelayTestActivities(settings.smtp, DnsActivities(settings))
+    relay = RelayTestActivities(settings.smtp, DnsActivities(settings), tuple(g.relays().values()))
     return [
         firewall.open_firewall,
         firewall.close_firewall,

@@ -141,8 +141,14 @@ def relay(field: str, value: Relay) -> None:
     flag(f"{field}.tls", value.tls)
 
 
-def relay_test_query(query: RelayTestQuery) -> None:
+def relay_test_query(query: RelayTestQuery, relays: Sequence[Relay]) -> None:
+    """The test goes to one of the configured gateway relays only: the agent connects from the
+    mail server's own address, and with `send` submits a message there."""
     relay("query.relay", query.relay)
+    if query.relay not in relays:
+        raise Refused(
+            "query.relay", str(query.relay), "is not one of the gateway's relays in the agent's configuration"
+        )
     host_name("query.helo", query.helo)
     mailbox("query.mail_from", query.mail_from)
     mailbox("query.rcpt", query.rcpt)

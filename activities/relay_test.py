@@ -19,7 +19,7 @@ import ipaddress
 import re
 import ssl
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
@@ -32,7 +32,7 @@ from activities.dns import DnsActivities
 from mailmove.config import SmtpConfig
 from mailmove.names import is_address
 from mailmove.tls import tls_context
-from workflows.model import RelayTestQuery, RelayTranscript, SmtpStep, TlsSession
+from workflows.model import Relay, RelayTestQuery, RelayTranscript, SmtpStep, TlsSession
 
 # verdicts that a later attempt may turn into a pass without anyone fixing anything
 RETRYABLE = ("retry", "unreachable", "relay_denied")
@@ -253,9 +253,10 @@ def _transcript(
 class RelayTestActivities:
     """Runs on the host agent, so the test leaves from the new server's own address."""
 
-    def __init__(self, smtp: SmtpConfig, dns: DnsActivities):
+    def __init__(self, smtp: SmtpConfig, dns: DnsActivities, relays: Sequence[Relay]):
         self.smtp = smtp
         self.dns = dns
+        self.relays = tuple(relays)
 
     @activity.defn
     async def relay_test(self, query: RelayTestQuery) -> RelayTranscript:
@@ -263,7 +264,7 @@ class RelayTestActivities:
         is noticed within the heartbeat timeout and a slow relay is not taken for one. The query
         is checked before any connection: the agent runs as root on the mail server."""
         with agent_input.refusing("relay_test"):
-            agent_input.relay_test_query(query)
+            agent_input.relay_test_query(query, self.relays)
         query.probe_id = query.probe_id or uuid.uuid4().hex
         steps: list[str] = []
         beating = asyncio.create_task(_heartbeat(steps))

@@ -77,7 +77,7 @@ async def serve(config: str, task_queue: str) -> None:
     from mailmove.processes import stop_on_signals
     from mailmove.temporal import connect
 
-    client = await connect(load_settings(config))
+    client = await connect(load_settings(config), keys=[])  # Temporal alone: payloads in clear
     async with Worker(client, task_queue=task_queue, workflows=[NoopWave, NoopMove], activities=[noop]):
         await stop_on_signals().wait()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from workflows.model import Timings
+from workflows.model import Relay, Timings
 
 CONFIG_ENV = "MAILMOVE_CONFIG"
 # the tables of the file, in the order the README documents them
@@ -141,6 +141,15 @@ class GatewayConfig:
     internal_relay_addresses: tuple[str, ...] = ("130.83.157.89", "2001:41b8:83f:1608::25:3")
     spf_include: str = "_spf.tu-darmstadt.de"
     probe_rate: float = 10.0  # RCPTs a second at most when the Whitelist is checked at the gateway
+
+    def relays(self) -> dict[str, Relay]:
+        """The three relays by scope: mailout (TLS, list entry), mailout-intern (TLS, campus
+        only), mailout-unsecure (no TLS, list of its own)."""
+        return {
+            "external": Relay(self.relay.host, self.relay.port, tls=True),
+            "internal": Relay(self.relay_internal.host, self.relay_internal.port, tls=True),
+            "unsecure": Relay(self.relay_unsecure.host, self.relay_unsecure.port, tls=False),
+        }
 
 
 @dataclass(frozen=True)

@@ -175,11 +175,7 @@ def server_move_input(settings: Settings, request: ServerMoveRequest) -> ServerM
     if not request.rcpt and not entry.contact:
         raise FieldError("rcpt", "give the relay test's recipient (or --contact)")
     rcpt = _mailbox("rcpt", request.rcpt or entry.contact)
-    relay = {
-        "external": Relay(gateway.relay.host, gateway.relay.port, tls=True),
-        "internal": Relay(gateway.relay_internal.host, gateway.relay_internal.port, tls=True),
-        "unsecure": Relay(gateway.relay_unsecure.host, gateway.relay_unsecure.port, tls=False),
-    }[request.relay_scope]
+    relay = gateway.relays()[request.relay_scope]
     return ServerMoveInput(
         old_fqdn=old,
         new_fqdn=new,

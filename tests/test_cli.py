@@ -71,7 +71,10 @@ async def test_config_problems_exit_2_naming_the_key(cli_world, dev_env):
         ),
         (text.replace(f'resolvers = ["{world.dns.resolver.address}"]', 'resolvers = ["127.0.0.1:9"]'), "dns.resolvers"),
         (text.replace("[gateway]\n", "[gateway]\nmx_preferense = 3\n"), "gateway.mx_preferense"),
-        (text.replace("[temporal]\n", '[temporal]\ntls_cert_file = "/nonexistent/client.pem"\n'), "temporal.tls_key_file"),
+        (
+            text.replace("[temporal]\n", '[temporal]\ntls_cert_file = "/nonexistent/client.pem"\n'),
+            "temporal.tls_key_file",
+        ),
     ]
     for i, (changed, key) in enumerate(cases):
         bad = config.with_name(f"bad{i}.toml")

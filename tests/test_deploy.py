@@ -6,6 +6,7 @@ worker's own shutdown."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -91,7 +92,9 @@ def test_every_variable_is_a_configuration_key_and_secrets_are_files():
     assert "@" in settings.database.url and ":" not in settings.database.url.split("//")[1].split("@")[0]  # no password
     for name, value in found.items():
         if re.search(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", name):
-            assert name.endswith(("_FILE", "_KEYFILE")) and value.startswith(("/", "%d/")), name
+            paths = json.loads(value) if name.endswith("_FILES") else [value]
+            assert name.endswith(("_FILE", "_KEYFILE", "_FILES")), name
+            assert paths and all(p.startswith(("/", "%d/")) for p in paths), name
 
 
 def test_every_grace_period_outlasts_the_workers_shutdown():

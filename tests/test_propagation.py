@@ -16,7 +16,7 @@ from temporalio.worker import Replayer
 from mailmove import control
 from mailmove.config import read_tsig_keyfile
 from mailmove.inputs import DomainMoveRequest
-from tests.conftest import resolved_mx, serial_of, served_mx, settings_for, status_of, until_stage, wait_for
+from tests.conftest import encrypting, resolved_mx, serial_of, served_mx, settings_for, status_of, until_stage, wait_for
 from tests.workflows.test_domain_move_timeskipping import DOMAIN, FINAL, ORIGINAL, WITH_LEGACY
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.model import ConfirmInput, MoveState, MxRecord, mx_key
@@ -102,7 +102,9 @@ async def test_move_waits_for_the_lagging_secondary_and_the_old_ttl(dev_env, wor
     assert serial_of(world.dns.primary.port, DOMAIN) == serial + 2  # exactly two changes
 
     # the recorded history replays deterministically with today's workflow code
-    await Replayer(workflows=[DomainMoveWorkflow]).replay_workflow(await handle.fetch_history())
+    await Replayer(workflows=[DomainMoveWorkflow], data_converter=encrypting()).replay_workflow(
+        await handle.fetch_history()
+    )
 
 
 async def test_centre_mode_shows_the_records_and_waits_for_them(dev_env, worker_for, sandbox_factory):

@@ -15,12 +15,13 @@ from activities.dns import DnsActivities
 from activities.firewall import FirewallActivities, render
 from activities.postfix import PostfixActivities
 from activities.relay_test import RelayTestActivities
-from mailmove.config import Settings
+from mailmove.config import GatewayConfig, Settings
 from tests.activities.test_firewall import GATEWAY, INTERNAL, PLAN
 from workflows.model import FirewallPlan, Relay, RelayTestQuery
 
 ALLOWED = [agent_input.network("allowed", n) for n in GATEWAY + INTERNAL]
 MAILOUT = Relay("mailout.hrz.tu-darmstadt.de", 25, True)
+RELAYS = tuple(GatewayConfig().relays().values())
 QUERY = RelayTestQuery(
     MAILOUT, "mx2.chem.example.org", "postmaster@chem.example.org", "someone@example.org", "127.0.0.2"
 )
@@ -147,7 +148,17 @@ def test_lists_are_lists_of_sane_size(networks):
 )
 def test_a_relay_test_query_is_checked_field_by_field(field, value):
     query = RelayTestQuery(**{**QUERY.__dict__, field: value})
-    assert refused(agent_input.relay_test_query, query).field == f"query.{field}"
+    assert refused(agent_input.relay_test_query, query, RELAYS).field == f"query.{field}"
+
+
+@pytest.mark.parametrize(
+    "relay",
+    [Relay("smtp.evil.example", 25, True), Relay("mailout.hrz.tu-darmstadt.de", 2525, True), Relay("127.0.0.1", 25, True),
+     Relay("mailout.hrz.tu-darmstadt.de", 25, False)],
+)  # fmt: skip
+def test_the_relay_test_goes_to_a_configured_relay_only(relay):
+    query = RelayTestQuery(**{**QUERY.__dict__, "relay": relay})
+    assert refused(agent_input.relay_test_query, query, RELAYS).field == "query.relay"
 
 
 @pytest.mark.parametrize(
@@ -167,10 +178,10 @@ def test_a_relay_is_a_host_a_port_and_a_flag(relay, field):
 
 
 def test_a_passing_query_passes_with_and_without_its_optional_parts():
-    agent_input.relay_test_query(QUERY)
-    agent_input.relay_test_query(RelayTestQuery(MAILOUT, "mx2.chem.example.org", "a@b.example", "c@d.example"))
+    agent_input.relay_test_query(QUERY, RELAYS)
+    agent_input.relay_test_query(RelayTestQuery(MAILOUT, "mx2.chem.example.org", "a@b.example", "c@d.example"), RELAYS)
     agent_input.relay_test_query(
-        RelayTestQuery(**{**QUERY.__dict__, "probe_id": "2b1e5a90-0d4c-4a57-9c55-5c1c1c1c1c1c"})
+        RelayTestQuery(**{**QUERY.__dict__, "probe_id": "2b1e5a90-0d4c-4a57-9c55-5c1c1c1c1c1c"}), RELAYS
     )
 
 
@@ -208,9 +219,15 @@ async def test_the_activities_refuse_before_they_run_anything():
     connections = []
     listener = await asyncio.start_server(lambda r, w: connections.append(w.close()), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    hostile = RelayTestQuery(Relay("127.0.0.1", port, False), "mx2.chem.example.org", "a@b.example", "c@d.example\r\n")
+    listening = Relay("127.0.0.1", port, False)
+    hostile = RelayTestQuery(listening, "mx2.chem.example.org", "a@b.example", "c@d.example\r\n")
+    elsewhere = RelayTestQuery(listening, "mx2.chem.example.org", "a@b.example", "c@d.example")
     async with listener:
+        agent = RelayTestActivities(Settings().smtp, DnsActivities(Settings()), [listening])
         with pytest.raises(ApplicationError, match="relay_test refused query.rcpt"):
-            await RelayTestActivities(Settings().smtp, DnsActivities(Settings())).relay_test(hostile)
+            await agent.relay_test(hostile)
+        configured = RelayTestActivities(Settings().smtp, DnsActivities(Settings()), RELAYS)
+        with pytest.raises(ApplicationError, match="relay_test refused query.relay"):
+            await configured.relay_test(elsewhere)  # a listener that is no gateway relay
         await asyncio.sleep(0.1)
     assert connections == []

@@ -17,7 +17,7 @@ from temporalio.worker import Replayer
 from mailmove.config import read_tsig_keyfile
 from store.db import sessions
 from store.records import check_reports
-from tests.conftest import serial_of, served_mx, skip_to_end, status_of
+from tests.conftest import encrypting, serial_of, served_mx, skip_to_end, status_of
 from tests.workflows.test_domain_move_timeskipping import DOMAIN, ORIGINAL, start
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.model import MoveState
@@ -78,4 +78,6 @@ async def test_warnings_are_shown_and_done_stores_the_final_report(time_env, wor
     assert (reports["preflight"].stage, reports["preflight"].worst) == ("before", "warning")
     assert (reports["done"].stage, reports["done"].worst) == ("after", "error")
     assert next(c for c in reports["done"].checks if c.id == "mx.plan").verdict == "ok"
-    await Replayer(workflows=[DomainMoveWorkflow]).replay_workflow(await handle.fetch_history())
+    await Replayer(workflows=[DomainMoveWorkflow], data_converter=encrypting()).replay_workflow(
+        await handle.fetch_history()
+    )

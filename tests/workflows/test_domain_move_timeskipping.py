@@ -15,7 +15,7 @@ from sandbox.portal import Filing
 from sandbox.world import GATEWAY_MX
 from store.db import sessions
 from store.records import audit_trail, list_migrations
-from tests.conftest import served_mx, settings_for, skip_to_end, status_of, until_quiet, until_stage
+from tests.conftest import encrypting, served_mx, settings_for, skip_to_end, status_of, until_quiet, until_stage
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.model import CancelInput, ConfirmInput, ExtendInput, MoveState, MxRecord, mx_key
 
@@ -85,7 +85,9 @@ async def test_happy_path_with_a_14_day_registration_wait(time_env, worker_for, 
         row = next(m for m in list_migrations(session) if m.workflow_id == handle.id)
         assert (row.stage, row.state, row.attention) == ("done", "done", False)
     # fourteen days of timers, probes, reminders and updates replay deterministically
-    await Replayer(workflows=[DomainMoveWorkflow]).replay_workflow(await handle.fetch_history())
+    await Replayer(workflows=[DomainMoveWorkflow], data_converter=encrypting()).replay_workflow(
+        await handle.fetch_history()
+    )
 
 
 async def test_detection_by_the_gateway_mx_and_the_portal(time_env, worker_for, sandbox_factory):

@@ -19,6 +19,7 @@ from sandbox.world import Sandbox
 from store.db import sessions
 from store.records import audit_trail, check_reports
 from tests.conftest import (
+    encrypting,
     nft_in,
     reach,
     settings_for,
@@ -118,7 +119,9 @@ async def test_the_whole_move_through_the_portal_and_the_host_agent(time_env, st
         "dns.fcrdns[127.0.0.2]": "ok", "smtp.banner[127.0.0.2]": "ok", "smtp.starttls[127.0.0.2]": "ok", "relay.test": "ok",
     }  # fmt: skip
     assert {c.id: c.verdict for c in reports["preflight"].checks}["relay.test"] == "not_tested"
-    await Replayer(workflows=[ServerMoveWorkflow]).replay_workflow(await handle.fetch_history())
+    await Replayer(workflows=[ServerMoveWorkflow], data_converter=encrypting()).replay_workflow(
+        await handle.fetch_history()
+    )
 
 
 async def test_the_relay_test_repeats_until_the_tsl_entry_works(time_env, start, sandbox_factory, netns):

@@ -8,7 +8,7 @@ from datetime import timedelta
 from temporalio.worker import Replayer
 
 from mailmove.waves import prepare_wave, start_wave
-from tests.conftest import settings_for, skip_to_end
+from tests.conftest import encrypting, settings_for, skip_to_end
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.server_move import ServerMoveWorkflow
 from workflows.wave import WaveWorkflow
@@ -42,6 +42,6 @@ async def test_a_wave_throttles_its_moves(time_env, worker_for, sandbox_factory,
         assert sum(other.started <= row.started < other.ended for other in rows) <= 2
     child = time_env.client.get_workflow_handle(rows[0].workflow_id)
     assert (await child.describe()).parent_id == handle.id  # the usual id, under the wave
-    await Replayer(workflows=[WaveWorkflow, DomainMoveWorkflow, ServerMoveWorkflow]).replay_workflow(
-        await handle.fetch_history()
-    )
+    await Replayer(
+        workflows=[WaveWorkflow, DomainMoveWorkflow, ServerMoveWorkflow], data_converter=encrypting()
+    ).replay_workflow(await handle.fetch_history())
