@@ -6,6 +6,7 @@ file path and key names, the portal credential's file or environment variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -319,6 +320,21 @@ def _int(value: Any, key: str, low: int, high: int) -> int:
     return value
 
 
+_NFT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # a plain identifier: nothing nft would parse
+
+
+def _networks(value: Any, key: str) -> tuple[str, ...]:
+    """Networks or addresses, each exactly as `ipaddress` reads it (no host bits beyond the
+    prefix): they become firewall rules, and the host agent checks them the same way."""
+    texts = _str_list(value, key)
+    for text in texts:
+        try:
+            ipaddress.ip_network(text)
+        except ValueError:
+            raise ConfigError(key, f"{text[:60]!r} is not a network such as 130.83.156.224/27") from None
+    return texts
+
+
 def _bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, "must be true or false")
@@ -396,7 +412,7 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
             g.get("legacy_preference", d.gateway.legacy_preference), "gateway.legacy_preference", 0, 65535
         ),
         smtp_port=_int(g.get("smtp_port", d.gateway.smtp_port), "gateway.smtp_port", 1, 65535),
-        networks=_str_list(g.get("networks", list(d.gateway.networks)), "gateway.networks"),
+        networks=_networks(g.get("networks", list(d.gateway.networks)), "gateway.networks"),
         relay=parse_host_port(g.get("relay", str(d.gateway.relay)), 25, "gateway.relay"),
         relay_internal=parse_host_port(
             g.get("relay_internal", str(d.gateway.relay_internal)), 25, "gateway.relay_internal"
@@ -404,7 +420,7 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         relay_unsecure=parse_host_port(
             g.get("relay_unsecure", str(d.gateway.relay_unsecure)), 25, "gateway.relay_unsecure"
         ),
-        internal_relay_addresses=_str_list(
+        internal_relay_addresses=_networks(
             g.get("internal_relay_addresses", list(d.gateway.internal_relay_addresses)),
             "gateway.internal_relay_addresses",
         ),
@@ -517,22 +533,14 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         nft_input_chain=str(ag.get("nft_input_chain", d.agent.nft_input_chain)),
         nft_output_chain=str(ag.get("nft_output_chain", d.agent.nft_output_chain)),
         postconf=_str_list(ag.get("postconf", list(d.agent.postconf)), "agent.postconf") or d.agent.postconf,
-        allowed_networks=_str_list(ag.get("allowed_networks", []), "agent.allowed_networks"),
+        allowed_networks=_networks(ag.get("allowed_networks", []), "agent.allowed_networks"),
     )
-    nft_name = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")  # a plain identifier: nothing nft would parse
     family, _, table = agent.nft_table.partition(" ")
-    if family not in ("ip", "ip6", "inet") or not nft_name.fullmatch(table):
+    if family not in ("ip", "ip6", "inet") or not _NFT_NAME.fullmatch(table):
         raise ConfigError("agent.nft_table", f"{agent.nft_table[:60]!r} is not 'FAMILY NAME', e.g. 'inet filter'")
     for key in ("nft_input_chain", "nft_output_chain"):
-        if not nft_name.fullmatch(getattr(agent, key)):
+        if not _NFT_NAME.fullmatch(getattr(agent, key)):
             raise ConfigError(f"agent.{key}", f"{getattr(agent, key)[:60]!r} is not a plain chain name")
-    from ipaddress import ip_network  # here alone: the other sections take addresses as text
-
-    for text in agent.allowed_networks:
-        try:
-            ip_network(text)
-        except ValueError:
-            raise ConfigError("agent.allowed_networks", f"{text[:60]!r} is not a network (a.b.c.d/len)") from None
 
     c = _table(raw, "check")
     _check_keys(c, {f.name for f in fields(CheckConfig)}, "check")

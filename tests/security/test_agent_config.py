@@ -38,6 +38,15 @@ def test_a_bad_allowed_network_is_a_config_error(value):
     assert caught.value.field == "agent.allowed_networks"
 
 
+@pytest.mark.parametrize("key", ["networks", "internal_relay_addresses"])
+def test_the_gateways_networks_are_checked_as_the_agent_checks_them(key):
+    """A host bit set (130.83.156.230/27) would pass as text and stall every server move at
+    its firewall plan, which the agent refuses: the configuration says so first."""
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({"gateway": {key: ["130.83.156.230/27"]}})
+    assert caught.value.field == f"gateway.{key}"
+
+
 @pytest.mark.parametrize(
     "key, value",
     [
