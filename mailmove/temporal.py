@@ -9,6 +9,7 @@ host agent refuses every payload that is not encrypted with a known key.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from pathlib import Path
 
@@ -31,6 +32,19 @@ from mailmove.payload_codec import (
 from workflows import search
 
 EMBEDDED_KEY = "payload-key"  # beside the dev server's state in var/
+CONNECT_TIMEOUT = 30.0  # seconds for a connection with its TLS handshake
+# what a failure named by `_tls_hint` asks of the postmaster
+_TLS_ADVICE = {
+    "temporal.tls": "the frontend and this client disagree about TLS: set temporal.tls (and the tls_* files) "
+    "as the frontend speaks",
+    "temporal.tls_ca_file": "the frontend's certificate is not signed by temporal.tls_ca_file (or has expired)",
+    "temporal.tls_server_name": "the frontend's certificate does not carry this name: set temporal.tls_server_name",
+    "temporal.tls_cert_file": "the frontend refused this client's certificate (none, another CA's, or expired)",
+    "temporal.tls_key_file": "temporal.tls_key_file is not the key of temporal.tls_cert_file",
+    "temporal.api_key_file": "the frontend refused the API key",
+    "temporal.address": "this address speaks TLS without HTTP/2: not a Temporal frontend (a TLS proxy must offer h2)",
+    "temporal.embedded_listen": "this address speaks TLS without HTTP/2: not a Temporal frontend",
+}
 MAX_SECRET_FILE = 1 << 20  # a certificate chain, a key or an API key: far less than this
 
 
@@ -104,21 +118,29 @@ def payload_keys(settings: Settings, create: bool = False) -> list[PayloadKey]:
 
 
 def _tls_hint(settings: Settings, message: str) -> str | None:
-    """The configuration key to look at when a connection failed for a TLS reason, if it did."""
+    """The configuration key to look at when a connection failed for a TLS reason, if it did.
+    `message` is the Rust core's (tonic, hyper, rustls); every text matched here was seen in
+    tests/security/test_temporal_tls.py, against a TLS proxy that requires client certificates."""
     t, text = settings.temporal, message.lower()
-    if "unknownissuer" in text or "unknown issuer" in text or "invalid peer certificate" in text:
-        if "notvalidforname" in text or "not valid for name" in text:
-            return "temporal.tls_server_name"
+    tls = t.tls or t.tls_ca_file or t.tls_cert_file or t.tls_key_file or t.tls_server_name or t.api_key_file
+    alert = text.partition("alert")[2][:40]  # "received fatal alert: X" (TLS 1.3), "AlertReceived(X)" (1.2)
+    if "notvalidforname" in text:  # InvalidCertificate(NotValidForNameContext {..}): the name is not in it
+        return "temporal.tls_server_name"
+    if "invalidcertificate" in text:  # the server's certificate: UnknownIssuer (our CA), Expired...
         return "temporal.tls_ca_file"
-    if "certificaterequired" in text or "certificate required" in text or "handshake" in text:
-        return "temporal.tls_cert_file"
-    if "badcertificate" in text or "bad certificate" in text or "unknownca" in text or "unknown ca" in text:
-        return "temporal.tls_cert_file"
-    if ("tls" in text or "corrupt message" in text or "invaliddata" in text) and not (t.tls or t.tls_ca_file):
+    if "privatekeyparseerror" in text or "inconsistentkeys" in text:  # no key, or not the certificate's
+        return "temporal.tls_key_file"
+    if "nocertificatespresented" in text or any(w in alert for w in ("certificate", "unknownca", "handshakefailure")):
+        return "temporal.tls_cert_file"  # none in the file; the server refused ours or wanted one
+    if "invalidcontenttype" in text or "corruptmessage" in text:  # TLS to a server answering in clear
         return "temporal.tls"
-    if "tls" in text or "certificate" in text:
-        return "temporal.tls_ca_file"
-    if "unauthenticated" in text or "api key" in text or "unauthorized" in text:
+    if "after connection" in text and any(w in text for w in ("broken pipe", "reset", "unexpectedeof", "closed")):
+        # The server hung up on the first request. In clear: it wants TLS. Over TLS 1.3: it checked
+        # our certificate after our side of the handshake, and its alert can lose the race (1 in 20).
+        return "temporal.tls_cert_file" if tls else "temporal.tls"
+    if "h2notnegotiated" in text:  # TLS without HTTP/2: not a gRPC port (a web UI, a proxy without h2)
+        return address_key(settings)
+    if "unauthenticated" in text or "unauthorized" in text:
         return "temporal.api_key_file"
     return None
 
@@ -139,19 +161,29 @@ async def connect(
     if keys:
         accept_plain = {Role.CLIENT: always, Role.WORKER: MovesInClear(), Role.AGENT: never}[role]
         codec = EncryptionCodec(keys, accept_plain)
+    target = target or address(settings)
     try:
-        return await Client.connect(
-            target or address(settings),
-            namespace=t.namespace,
-            tls=tls_config(t),
-            api_key=api_key(t),
-            data_converter=data_converter(codec),
+        return await asyncio.wait_for(
+            Client.connect(
+                target,
+                namespace=t.namespace,
+                tls=tls_config(t),
+                api_key=api_key(t),
+                data_converter=data_converter(codec),
+            ),
+            CONNECT_TIMEOUT,
         )
+    except TimeoutError:
+        # the core's own timeout covers only TCP: a peer that takes the connection and never
+        # answers the TLS handshake would hold it forever
+        raise Unreachable(
+            f"{address_key(settings)}: {target} took no TLS handshake in {CONNECT_TIMEOUT:.0f} s"
+        ) from None
     except RuntimeError as exc:
         hint = _tls_hint(settings, str(exc))
         if hint:
-            raise ConfigError(hint, f"the TLS connection to {target or address(settings)} failed: {exc}") from None
-        raise Unreachable(f"{address_key(settings)}: {target or address(settings)} does not answer: {exc}") from None
+            raise ConfigError(hint, f"{_TLS_ADVICE.get(hint, 'the TLS connection failed')} ({target}): {exc}") from None
+        raise Unreachable(f"{address_key(settings)}: {target} does not answer: {exc}") from None
 
 
 async def admit_moves_in_clear(client: Client, settings: Settings) -> list[str]:

@@ -20,10 +20,11 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.exceptions import ActivityError, ApplicationError
     from temporalio.worker import Worker
 
-    from mailmove.config import parse_settings
+    from mailmove.config import ConfigError, parse_settings
     from mailmove.temporal import Role, connect, host_queue
     from tests.activities.test_firewall import DEBIAN_DEFAULT, GATEWAY, INTERNAL, nft, ruleset
     from tests.conftest import PAYLOAD_KEY, nft_in
+    from tests.security.tls_proxy import mtls
     from worker import build_agent
     from workflows.model import FirewallChange, FirewallPlan
 
@@ -54,13 +55,16 @@ class Attacker:
         )
 
 
-async def attack(dev_env, netns: str, plan: FirewallPlan, attacker: Client | None = None) -> FirewallChange:
-    """Run the real agent for HOST (nft in `netns`), connected as `mailmove worker --host` is,
-    and the attacker (by default a holder of the payload key), each on a queue of its own."""
+async def attack(
+    dev_env, netns: str, plan: FirewallPlan, attacker: Client | None = None, tls: dict | None = None
+) -> FirewallChange:
+    """Run the real agent for HOST (nft in `netns`), connected as `mailmove worker --host` is
+    (through `tls`'s proxy and client certificate when given), and the attacker (by default a
+    holder of the payload key), each on a queue of its own."""
     tag = uuid.uuid4().hex[:8]
     address = dev_env.client.service_client.config.target_host
     temporal = {"address": address, "task_queue": f"tq-{tag}", "encryption_key_files": [str(PAYLOAD_KEY)]}
-    settings = parse_settings({"temporal": temporal, "agent": {"nft": nft_in(netns)}})
+    settings = parse_settings({"temporal": {**temporal, **(tls or {})}, "agent": {"nft": nft_in(netns)}})
     attacker = attacker or dev_env.client
     attacker_queue = f"attacker-{tag}"
     async with (
@@ -122,3 +126,25 @@ async def test_without_the_key_even_an_honest_plan_is_refused(dev_env, netns, ca
     assert ruleset(netns) == before
     [error] = [r.exc_info[1] for r in caplog.records if r.exc_info and "decoding arguments" in str(r.exc_info[1])]
     assert "not encrypted with a mailmove key" in str(error.__cause__)  # the agent's log says why
+
+
+@pytest.mark.parametrize("plan, field", [(INJECTION, "plan.server"), (THE_WORLD, "plan.inbound[0]")])
+async def test_over_mtls_the_same_attacks_fail(dev_env, netns, proxy, pki, plan, field):
+    """A TLS setup: the agent reaches Temporal only through a proxy that requires a client
+    certificate. Without one the attacker does not get in at all; with one of the cluster's
+    certificates and the payload key, the agent's own checks still refuse."""
+    nft(netns, "-f", "-", stdin=DEBIAN_DEFAULT)
+    before = ruleset(netns)
+    tls = {k: str(v) for k, v in mtls(pki, address=proxy.address).items()}
+    keyed = {"encryption_key_files": [str(PAYLOAD_KEY)], "address": proxy.address}
+    with pytest.raises(ConfigError) as caught:
+        await connect(parse_settings({"temporal": {**keyed, "tls_ca_file": str(pki.server_ca)}}))
+    assert caught.value.field == "temporal.tls_cert_file"  # no certificate: no connection
+
+    insider = await connect(parse_settings({"temporal": {**keyed, **tls}}))
+    with pytest.raises(WorkflowFailureError) as failed:
+        await attack(dev_env, netns, plan, insider, tls)
+    refusal = failed.value.cause.cause
+    assert isinstance(refusal, ApplicationError) and refusal.type == "AgentRefused"
+    assert refusal.message.startswith(f"open_firewall refused {field}: ")
+    assert ruleset(netns) == before
