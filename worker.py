@@ -27,6 +27,7 @@ from activities.relay_test import RelayTestActivities
 from activities.smtp_probe import ProbeActivities
 from activities.wave import WaveActivities
 from mailmove.config import Settings, load_settings
+from mailmove.fingerprint import check_task_queue, identity
 from mailmove.names import to_alabel
 from mailmove.processes import stop_on_signals
 from mailmove.temporal import Role, admit_moves_in_clear, connect, host_queue
@@ -94,6 +95,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         task_queue=task_queue or settings.temporal.task_queue,
         workflows=WORKFLOWS,
         activities=activities(settings),
+        identity=identity(settings),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # heartbeats carry cancellation: a cancelled polling activity stops within ~2 s
         max_heartbeat_throttle_interval=timedelta(seconds=2),
@@ -115,6 +117,7 @@ async def run(settings: Settings, stop: asyncio.Event, host: str = "") -> None:
     if host:
         worker, queue = build_agent(client, settings, host), host_queue(settings.temporal.task_queue, host)
     else:
+        await check_task_queue(client, settings)
         await asyncio.to_thread(upgrade, settings.database.url)
         await admit_moves_in_clear(client, settings)
         worker, queue = build_worker(client, settings), settings.temporal.task_queue

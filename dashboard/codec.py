@@ -17,6 +17,7 @@ from temporalio.api.common.v1 import Payloads
 
 from dashboard.app import signed_in
 from dashboard.auth import Principal
+from mailmove.config import ConfigError
 from mailmove.payload_codec import EncryptionCodec, always
 from mailmove.temporal import payload_keys
 
@@ -42,7 +43,10 @@ def cors_headers(request: Request) -> dict[str, str]:
 def codec_of(request: Request) -> EncryptionCodec:
     codec = getattr(request.app.state, "codec", None)
     if codec is None:
-        keys = payload_keys(request.app.state.settings)
+        try:
+            keys = payload_keys(request.app.state.settings)
+        except ConfigError as exc:
+            raise HTTPException(503, str(exc)) from None
         if not keys:
             raise HTTPException(404, "codec: payloads are not encrypted here (temporal.encryption_key_files)")
         codec = request.app.state.codec = EncryptionCodec(keys, always)

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import Enum
@@ -23,10 +24,12 @@ from dashboard.serve import serving
 from mailmove import control, waves
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer, codec_endpoint
+from mailmove.fingerprint import check_task_queue
 from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
 from mailmove.payload_codec import write_key_file
 from mailmove.processes import exit_process, stop_on_signals
 from mailmove.render import console, migration_table, report_view, shown, step_verdicts, swaks, wave_view
+from mailmove.startup import StateLock, check_ports
 from mailmove.temporal import (
     Role,
     Unreachable,
@@ -76,6 +79,7 @@ class RelayScope(str, Enum):
 
 class Context:
     config: Optional[Path] = None
+    debug: bool = False
     login: str = ""  # the dashboard's one-time login URL, once `up` serves it
 
     def settings(self) -> Settings:
@@ -89,8 +93,10 @@ JSON = typer.Option(False, "--json", help="Print JSON.")
 @app.callback()
 def main(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration [env: MAILMOVE_CONFIG]"),
+    debug: bool = typer.Option(False, "--debug", help="print the traceback of a failure"),
 ) -> None:
     ctx.config = config
+    ctx.debug = debug
 
 
 def actor() -> str:
@@ -98,7 +104,11 @@ def actor() -> str:
 
 
 def fail(message: str) -> None:
-    console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    """One line on stderr; the message may quote what came from outside, so it is not markup."""
+    if ctx.debug:
+        traceback.print_exc()
+    text = "".join(c if c.isprintable() or c == "\n" else "\ufffd" for c in message)  # no terminal escapes
+    console(stderr=True).print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def run(work: Callable[[Settings], Awaitable[None]], cleanup: Callable[[], None] | None = None) -> None:
@@ -164,14 +174,21 @@ def print_json(value: object) -> None:
 
 @asynccontextmanager
 async def stack(settings: Settings) -> AsyncIterator[Client]:
-    """Temporal (embedded dev server unless `temporal.address` is set), the worker, the dashboard."""
-    await asyncio.to_thread(upgrade, settings.database.url)
+    """Temporal (embedded dev server unless `temporal.address` is set), the worker, the dashboard.
+
+    Nothing starts unless the state folder is this stack's alone and every port it binds is
+    free; the worker joins only its own dev server, or a cluster queue polled alike."""
+    lock = StateLock(settings.var_dir)
+    lock.acquire()
     dev = None if settings.temporal.address else DevServer(settings)
     try:
+        check_ports(settings)
+        await asyncio.to_thread(upgrade, settings.database.url)
         if dev:
             client = await dev.start(payload_keys(settings, create=True))
         else:
             client = await connect(settings, Role.WORKER)
+        await check_task_queue(client, settings)
         await register_search_attributes(client, settings.temporal.namespace)
         await admit_moves_in_clear(client, settings)
         async with build_worker(client, settings), serving(settings, client) as login:
@@ -180,6 +197,7 @@ async def stack(settings: Settings) -> AsyncIterator[Client]:
     finally:
         if dev:
             dev.stop()
+        lock.release()
 
 
 def print_addresses(settings: Settings) -> None:

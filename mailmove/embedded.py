@@ -15,8 +15,9 @@ from pathlib import Path
 from temporalio.client import Client
 
 from mailmove import processes
-from mailmove.config import Settings
+from mailmove.config import ConfigError, Settings
 from mailmove.payload_codec import PayloadKey
+from mailmove.startup import describe, holder
 from mailmove.temporal import Role, Unreachable, connect
 from workflows import search
 
@@ -88,14 +89,26 @@ class DevServer:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the Temporal dev server exited; see {self.log_file}")
+                raise Unreachable(f"temporal.embedded_listen: the Temporal dev server exited; see {self.log_file}")
             try:
-                return await connect(self.settings, Role.WORKER, target=str(self.listen), keys=keys)
+                client = await connect(self.settings, Role.WORKER, target=str(self.listen), keys=keys)
             except Unreachable:
                 if asyncio.get_running_loop().time() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the Temporal dev server did not answer on {self.listen}") from None
+                    raise Unreachable(
+                        f"temporal.embedded_listen: the dev server did not answer on {self.listen}"
+                    ) from None
                 await asyncio.sleep(0.1)
+                continue
+            # whatever answered must be the server started here, never another stack's
+            found = holder(self.listen.port)
+            if found is None or found.pid != self.process.pid:
+                self.stop()
+                raise ConfigError(
+                    "temporal.embedded_listen",
+                    f"{self.listen} is answered by {describe(found)}, not by the dev server this `mailmove up` started",
+                )
+            return client
 
     def stop(self) -> None:
         processes.stop(self.process, 10)

@@ -148,7 +148,11 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         self.context = context
 
     def with_context(self, context: SerializationContext) -> EncryptionCodec:
-        return EncryptionCodec(self.keys, self.accept_plain, context)
+        """A copy that knows whose payloads it reads, only where that decides anything: the SDK
+        rebuilds the whole data converter for each context a codec answers with a new object."""
+        if isinstance(self.accept_plain, MovesInClear) and self.accept_plain.ids:
+            return EncryptionCodec(self.keys, self.accept_plain, context)
+        return self
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encrypt(p) for p in payloads]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,13 +29,15 @@ from mailmove.payload_codec import EncryptionCodec, always, data_converter, read
 from mailmove.temporal import register_search_attributes
 from sandbox.world import Sandbox, SandboxOptions
 from store.db import engine, upgrade
+from tests.postgres_cluster import throwaway_cluster
 from worker import build_agent, build_worker
 from workflows import search
 from workflows.model import MoveStatus, MxRecord, mx_key
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
-POSTGRES_ADMIN = os.environ.get("MAILMOVE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+# a PostgreSQL server to use (its admin URL); unset, the tests start a throwaway cluster
+POSTGRES_ENV = "MAILMOVE_TEST_POSTGRES"
 # the payload key of the tests' Temporal clients and of every sandbox configuration they write
 PAYLOAD_KEY = Path(tempfile.mkdtemp(prefix="mailmove-tests-")) / "payload-key"
 write_key_file(PAYLOAD_KEY)
@@ -223,16 +225,26 @@ def serial_of(port: int, zone: str) -> int:
     return reply.answer[0][0].serial
 
 
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[str]:
+    """`$MAILMOVE_TEST_POSTGRES` when set, else a throwaway cluster of the tests' own."""
+    if os.environ.get(POSTGRES_ENV):
+        yield os.environ[POSTGRES_ENV]
+        return
+    with throwaway_cluster() as admin:
+        yield admin
+
+
 @pytest.fixture
-def postgres_url() -> str:
-    """A database of the test's own on the machine's PostgreSQL, dropped afterwards."""
+def postgres_url(postgres_admin: str) -> str:
+    """A database of the test's own, dropped afterwards."""
     name = f"mailmove_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN.rsplit("/", 1)[0]
+    base = postgres_admin.rsplit("/", 1)[0]
     yield f"{base}/{name}"
     engine(f"{base}/{name}").dispose()  # engines are cached per URL: close ours before the drop
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+    with psycopg.connect(postgres_admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -1,0 +1,93 @@
+"""A worker joins a task queue only where every other mailmove worker runs with the same
+settings that matter: a worker with other zones, another gateway or another portal would run
+a move's activities against the wrong world (the other stack's TSIG keys, DNS, store).
+
+Each worker says what it runs with in its Temporal identity, one short hash per setting, and
+reads the identities of the queue's pollers (DescribeTaskQueue) before it polls itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Callable
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from mailmove.config import ConfigError, Settings
+
+MARK = "mailmove"
+# the settings a move's activities depend on, by the key a postmaster would look at
+MATTERS: dict[str, Callable[[Settings], object]] = {
+    "dns.zones": lambda s: s.dns.zones,
+    "gateway": lambda s: s.gateway,
+    "portal": lambda s: (s.portal.mode, s.portal.url, s.portal.domain_form, s.portal.tsl_form, s.portal.wl_form),
+    "database.url": lambda s: s.database.url,
+}
+
+
+def fingerprint(settings: Settings) -> dict[str, str]:
+    return {key: hashlib.sha256(repr(part(settings)).encode()).hexdigest()[:8] for key, part in MATTERS.items()}
+
+
+def identity(settings: Settings) -> str:
+    """`mailmove PID@HOST dns.zones=1a2b3c4d gateway=...`: the worker's Temporal identity."""
+    marks = " ".join(f"{k}={v}" for k, v in fingerprint(settings).items())
+    return f"{MARK} {os.getpid()}@{socket.gethostname()} {marks}"
+
+
+def _parsed(text: str) -> tuple[int, str, dict[str, str]] | None:
+    words = text.split()
+    if len(words) < 2 or words[0] != MARK or "@" not in words[1]:
+        return None  # not a mailmove worker of this release: a tool, a test's own worker
+    pid, _, host = words[1].partition("@")
+    marks = dict(w.split("=", 1) for w in words[2:] if "=" in w)
+    return (int(pid) if pid.isdigit() else -1), host, marks
+
+
+def _gone(pid: int, host: str) -> bool:
+    """A worker of this machine whose process has ended (Temporal lists pollers for minutes)."""
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def check_task_queue(client: Client, settings: Settings) -> None:
+    """ConfigError naming the first key that differs from a live poller's, or a namespace that
+    the cluster does not have; nothing when the queue is ours alone or shared alike."""
+    t = settings.temporal
+    try:
+        await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=t.namespace))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ConfigError("temporal.namespace", f"{t.namespace!r} does not exist on {t.address}") from None
+        raise
+    mine = fingerprint(settings)
+    for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+        described = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=t.namespace, task_queue=TaskQueue(name=t.task_queue), task_queue_type=kind
+            )
+        )
+        for poller in described.pollers:
+            parsed = _parsed(poller.identity)
+            if parsed is None or _gone(parsed[0], parsed[1]):
+                continue
+            differ = [key for key, mark in mine.items() if parsed[2].get(key) != mark]
+            if differ:
+                raise ConfigError(
+                    differ[0],
+                    f"task queue {t.task_queue!r} is polled by the worker {parsed[0]}@{parsed[1]} with another "
+                    f"{', '.join(differ)}: this worker would run its moves with other settings. Use the same "
+                    "configuration, or a task queue of its own (temporal.task_queue)",
+                )
