@@ -117,6 +117,8 @@ async def run(settings: Settings, stop: asyncio.Event, host: str = "") -> None:
     if host:
         worker, queue = build_agent(client, settings, host), host_queue(settings.temporal.task_queue, host)
     else:
+        if client.data_converter.payload_codec is None:
+            logging.warning("payloads in clear: set temporal.encryption_key_files (SECURITY.md)")
         await check_task_queue(client, settings)
         await asyncio.to_thread(upgrade, settings.database.url)
         await admit_moves_in_clear(client, settings)

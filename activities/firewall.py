@@ -125,8 +125,8 @@ def _deletes(rules: Iterable[TaggedRule], target: NftTarget) -> list[dict]:
 
 
 def render(plan: FirewallPlan, target: NftTarget = NftTarget()) -> FirewallRules:
-    """The rules as text for people; the plan is checked like the agent's (a Refused otherwise)."""
-    firewall_plan(plan)
+    """The rules as text for people (in workflow code, so it raises nothing: its values are the
+    configuration's networks, checked when it is read, and the new server's checked name)."""
     iptables, ufw = [_head(plan)], [_head(plan)]
     for direction, nets in (("in", plan.inbound), ("out", plan.outbound)):
         for version, group in sorted(_by_family(nets).items()):

@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import Payloads
 from dashboard.app import signed_in
 from dashboard.auth import Principal
 from mailmove.config import ConfigError
-from mailmove.payload_codec import EncryptionCodec, always
+from mailmove.payload_codec import ENCODING, EncryptionCodec, PlainPayloadRefused
 from mailmove.temporal import payload_keys
 
 router = APIRouter(prefix="/codec", include_in_schema=False)
@@ -49,7 +49,7 @@ def codec_of(request: Request) -> EncryptionCodec:
             raise HTTPException(503, str(exc)) from None
         if not keys:
             raise HTTPException(404, "codec: payloads are not encrypted here (temporal.encryption_key_files)")
-        codec = request.app.state.codec = EncryptionCodec(keys, always)
+        codec = request.app.state.codec = EncryptionCodec(keys)
     return codec
 
 
@@ -89,13 +89,14 @@ async def answer(request: Request, role: str, decode: bool) -> Response:
         payloads = await body_of(request)
         codec = codec_of(request)
         try:
+            # a payload in clear (a move begun before encryption) is shown as it is
             out = (
-                [codec.decrypt(p) for p in payloads.payloads]
+                [codec.unseal(p) if p.metadata.get("encoding") == ENCODING else p for p in payloads.payloads]
                 if decode
-                else [codec.encrypt(p) for p in payloads.payloads]
+                else [codec.seal(p) for p in payloads.payloads]
             )
-        except ValueError as exc:
-            raise HTTPException(422, f"payloads: {exc}") from None
+        except PlainPayloadRefused as exc:
+            raise HTTPException(422, f"payloads: refused {exc}") from None
     except HTTPException as exc:
         raise HTTPException(exc.status_code, exc.detail, headers=headers) from None
     return Response(MessageToJson(Payloads(payloads=out)), media_type="application/json", headers=headers)

@@ -36,6 +36,7 @@ from mailmove.temporal import (
     admit_moves_in_clear,
     connect,
     payload_keys,
+    reader,
     register_search_attributes,
 )
 from store.db import upgrade
@@ -191,7 +192,8 @@ async def stack(settings: Settings) -> AsyncIterator[Client]:
         await check_task_queue(client, settings)
         await register_search_attributes(client, settings.temporal.namespace)
         await admit_moves_in_clear(client, settings)
-        async with build_worker(client, settings), serving(settings, client) as login:
+        keys = payload_keys(settings)
+        async with build_worker(client, settings), serving(settings, reader(client, keys)) as login:
             ctx.login = login
             yield client
     finally:

@@ -102,7 +102,7 @@ class DevServer:
                 continue
             # whatever answered must be the server started here, never another stack's
             found = holder(self.listen.port)
-            if found is None or found.pid != self.process.pid:
+            if found is not None and found.pid != self.process.pid:  # None: the system cannot tell
                 self.stop()
                 raise ConfigError(
                     "temporal.embedded_listen",

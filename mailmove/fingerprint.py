@@ -1,16 +1,22 @@
-"""A worker joins a task queue only where every other mailmove worker runs with the same
-settings that matter: a worker with other zones, another gateway or another portal would run
-a move's activities against the wrong world (the other stack's TSIG keys, DNS, store).
+"""A worker joins a task queue only where no other deployment's workers poll: a worker with
+another store, other zones, another gateway or another portal would run a move's activities
+against the wrong world (the other stack's TSIG keys, DNS, store).
 
 Each worker says what it runs with in its Temporal identity, one short hash per setting, and
-reads the identities of the queue's pollers (DescribeTaskQueue) before it polls itself."""
+reads the identities of the queue's live pollers (DescribeTaskQueue) before it polls itself.
+The store names the deployment: a poller with another `database.url` is another deployment,
+refused with every key that differs; one with the same store and other settings is this
+deployment in a rolling update, which is only logged."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -21,12 +27,24 @@ from temporalio.service import RPCError, RPCStatusCode
 from mailmove.config import ConfigError, Settings
 
 MARK = "mailmove"
+STALE = timedelta(seconds=90)  # a live worker polls again within a minute; Temporal lists pollers longer
+log = logging.getLogger("mailmove.worker")
+
+
+def _store(settings: Settings) -> str:
+    """The database URL without a password: only its hash goes into the identity."""
+    parts = urlsplit(settings.database.url)
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+
+
 # the settings a move's activities depend on, by the key a postmaster would look at
 MATTERS: dict[str, Callable[[Settings], object]] = {
     "dns.zones": lambda s: s.dns.zones,
     "gateway": lambda s: s.gateway,
     "portal": lambda s: (s.portal.mode, s.portal.url, s.portal.domain_form, s.portal.tsl_form, s.portal.wl_form),
-    "database.url": lambda s: s.database.url,
+    "database.url": _store,
 }
 
 
@@ -70,9 +88,12 @@ async def check_task_queue(client: Client, settings: Settings) -> None:
         await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=t.namespace))
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
-            raise ConfigError("temporal.namespace", f"{t.namespace!r} does not exist on {t.address}") from None
+            raise ConfigError(
+                "temporal.namespace", f"{t.namespace!r} does not exist on {t.address or 'the dev server'}"
+            ) from None
         raise
-    mine = fingerprint(settings)
+    mine, me = fingerprint(settings), identity(settings).split()[1]
+    fresh = datetime.now(UTC) - STALE
     for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
         described = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -81,13 +102,20 @@ async def check_task_queue(client: Client, settings: Settings) -> None:
         )
         for poller in described.pollers:
             parsed = _parsed(poller.identity)
-            if parsed is None or _gone(parsed[0], parsed[1]):
+            if parsed is None or f"{parsed[0]}@{parsed[1]}" == me or _gone(parsed[0], parsed[1]):
                 continue
+            if poller.HasField("last_access_time") and poller.last_access_time.ToDatetime(UTC) < fresh:
+                continue  # stopped polling a while ago: a worker that is gone
             differ = [key for key, mark in mine.items() if parsed[2].get(key) != mark]
-            if differ:
+            if differ and "database.url" in differ:
                 raise ConfigError(
                     differ[0],
-                    f"task queue {t.task_queue!r} is polled by the worker {parsed[0]}@{parsed[1]} with another "
-                    f"{', '.join(differ)}: this worker would run its moves with other settings. Use the same "
-                    "configuration, or a task queue of its own (temporal.task_queue)",
+                    f"task queue {t.task_queue!r} is polled by the worker {parsed[0]}@{parsed[1]} of another "
+                    f"deployment (other {', '.join(differ)}): this worker would run its moves with other settings. "
+                    "Use that deployment's configuration, or a task queue of its own (temporal.task_queue)",
                 )
+            if differ:
+                log.warning(
+                    "task queue %s is also polled by %s@%s with other %s (same store: a rolling update?)",
+                    t.task_queue, parsed[0], parsed[1], ", ".join(differ),
+                )  # fmt: skip

@@ -17,12 +17,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -41,22 +43,25 @@ from mailmove.config import ConfigError
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
+WORKFLOW_ID = "encryption-workflow-id"  # the workflow a payload belongs to, bound to its ciphertext
 NONCE_BYTES = 12
 MAX_KEY_FILE = 4096  # a key file is one line; anything larger is not one
+log = logging.getLogger("mailmove.codec")
 
 
 class PlainPayloadRefused(ValueError):
-    """A payload arrived without the encryption this worker requires: it is not decoded."""
+    """A payload this reader does not accept: in clear, of an unknown key, of another workflow,
+    or tampered with. It is not decoded."""
 
 
 @dataclass(frozen=True)
 class PayloadKey:
     id: str
     aead: AESGCM
-    created: datetime  # when encryption with this key began: the file's stamp, else its mtime
+    created: datetime | None  # when encryption with this key began: the stamp `keygen` writes
 
 
-def key_from_bytes(secret: bytes, created: datetime) -> PayloadKey:
+def key_from_bytes(secret: bytes, created: datetime | None) -> PayloadKey:
     if len(secret) != 32:
         raise ValueError(f"a key is 32 bytes (AES-256), not {len(secret)}")
     return PayloadKey(hashlib.sha256(b"mailmove payload key\0" + secret).hexdigest()[:16], AESGCM(secret), created)
@@ -75,11 +80,7 @@ def read_key_file(path: str | Path, key: str = "temporal.encryption_key_files") 
     every = [line.strip() for line in text.decode("ascii", "replace").splitlines()]
     lines = [line for line in every if line and not line.startswith("#")]
     stamp = next((m.group(1) for line in every if line.startswith("#") and (m := _CREATED.search(line))), None)
-    created = (
-        datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        if stamp
-        else datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
-    )
+    created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if stamp else None
     try:
         if len(text) > MAX_KEY_FILE or len(lines) != 1:
             raise ValueError("it must hold exactly one base64 line")
@@ -100,23 +101,46 @@ def write_key_file(path: str | Path) -> PayloadKey:
     return key_from_bytes(secret, created)
 
 
-def always(_workflow_id: str | None) -> bool:
-    return True
+class Plain(Protocol):
+    """Whether a payload in clear may still be decoded, for the workflow it belongs to."""
+
+    async def admits(self, workflow_id: str | None) -> bool: ...
 
 
-def never(_workflow_id: str | None) -> bool:
-    return False
+class Always:
+    """A reading client: it acts on nothing, and moves begun before encryption are read too."""
+
+    async def admits(self, workflow_id: str | None) -> bool:
+        return True
+
+
+class Never:
+    """The host agent: work comes encrypted with its key, or not at all."""
+
+    async def admits(self, workflow_id: str | None) -> bool:
+        return False
 
 
 class MovesInClear:
-    """The workflow ids whose payloads a worker still decodes in clear: the moves that were
-    running before encryption was turned on (`mailmove.temporal.admit_moves_in_clear`)."""
+    """The worker: payloads in clear only inside the moves that were running before encryption
+    was turned on (`mailmove.temporal.admit_moves_in_clear` lists them at start). Each time, the
+    move is asked of Temporal again: its latest run must still be running and must have begun
+    before `since`, so a run started later under an admitted id is not one of them. (Only a
+    replay of such a move's older history reads payloads in clear: this is rare.)"""
 
     def __init__(self) -> None:
         self.ids: set[str] = set()
+        self.since: datetime | None = None
+        self.describe: Callable[[str], Awaitable[tuple[bool, datetime]]] | None = None  # -> (running, began)
 
-    def __call__(self, workflow_id: str | None) -> bool:
-        return workflow_id in self.ids
+    async def admits(self, workflow_id: str | None) -> bool:
+        if workflow_id not in self.ids or self.since is None or self.describe is None:
+            return False
+        running, began = await self.describe(workflow_id)
+        if running and began < self.since:
+            return True
+        self.ids.discard(workflow_id)
+        return False
 
 
 def _workflow_id(context: SerializationContext | None) -> str | None:
@@ -125,65 +149,83 @@ def _workflow_id(context: SerializationContext | None) -> str | None:
     return None
 
 
-class EncryptionCodec(PayloadCodec, WithSerializationContext):
-    """AES-256-GCM over each whole payload (metadata and data), under the ring's first key.
+def refused(reason: str) -> Payload:
+    """What a refused payload decodes to: a payload no converter reads, whose encoding says why.
+    Raising instead would fail the whole workflow task, again at every retry, so one signal in
+    clear could stall a move; this way only what needed the payload fails (a signal is dropped,
+    an update or an activity fails, a workflow's start input fails its task)."""
+    log.warning("%s", reason)
+    return Payload(metadata={"encoding": f"refused: {reason}".encode()})
 
-    `accept_plain` decides, from the serialization context, whether a payload that is not
-    encrypted may still be decoded: always for a reading client (it acts on nothing), never
-    for the host agent, and for the worker only inside the moves that were already running in
-    clear when encryption was turned on (see `mailmove.temporal.moves_in_clear`).
-    """
+
+class EncryptionCodec(PayloadCodec, WithSerializationContext):
+    """AES-256-GCM over each whole payload (metadata and data), under the ring's first key,
+    bound to the workflow it belongs to: the key id and the workflow id (carried in the
+    metadata, as Temporal shows it anyway) are the associated data, and a strict reader with a
+    context refuses a payload of another workflow. So a ciphertext copied from one move's
+    history cannot be handed to another move or to a workflow of the copier's own.
+
+    `plain` decides whether a payload that is not encrypted may still be decoded (`Always`,
+    `Never`, `MovesInClear`)."""
 
     def __init__(
-        self,
-        keys: Sequence[PayloadKey],
-        accept_plain: Callable[[str | None], bool] = never,
-        context: SerializationContext | None = None,
+        self, keys: Sequence[PayloadKey], plain: Plain | None = None, context: SerializationContext | None = None
     ):
         if not keys:
             raise ValueError("an encryption codec needs at least one key")
         self.keys = tuple(keys)
         self._by_id = {k.id: k for k in self.keys}
-        self.accept_plain = accept_plain
+        self.plain = plain or Never()
         self.context = context
 
     def with_context(self, context: SerializationContext) -> EncryptionCodec:
-        """A copy that knows whose payloads it reads, only where that decides anything: the SDK
-        rebuilds the whole data converter for each context a codec answers with a new object."""
-        if isinstance(self.accept_plain, MovesInClear) and self.accept_plain.ids:
-            return EncryptionCodec(self.keys, self.accept_plain, context)
-        return self
+        return EncryptionCodec(self.keys, self.plain, context)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self.encrypt(p) for p in payloads]
+        return [self.seal(p) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self.decrypt(p) for p in payloads]
-
-    def encrypt(self, payload: Payload) -> Payload:
-        key = self.keys[0]
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = key.aead.encrypt(nonce, payload.SerializeToString(), key.id.encode())
-        return Payload(metadata={"encoding": ENCODING, KEY_ID: key.id.encode()}, data=nonce + sealed)
-
-    def decrypt(self, payload: Payload) -> Payload:
-        if payload.metadata.get("encoding") != ENCODING:
+        out = []
+        for payload in payloads:
             workflow_id = _workflow_id(self.context)
-            if self.accept_plain(workflow_id):
-                return payload
-            raise PlainPayloadRefused(
-                "refused a payload that is not encrypted with a mailmove key"
-                + (f" (workflow {workflow_id})" if workflow_id else "")
-            )
+            if payload.metadata.get("encoding") == ENCODING:
+                try:
+                    out.append(self.unseal(payload))
+                except PlainPayloadRefused as exc:
+                    out.append(refused(str(exc)))
+            elif await self.plain.admits(workflow_id):
+                out.append(payload)
+            else:
+                where = f" (workflow {workflow_id})" if workflow_id else ""
+                out.append(refused(f"a payload that is not encrypted with a mailmove key{where}"))
+        return out
+
+    def seal(self, payload: Payload) -> Payload:
+        key, workflow_id = self.keys[0], _workflow_id(self.context) or ""
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = key.aead.encrypt(nonce, payload.SerializeToString(), _bound(key.id, workflow_id))
+        metadata = {"encoding": ENCODING, KEY_ID: key.id.encode(), WORKFLOW_ID: workflow_id.encode()}
+        return Payload(metadata=metadata, data=nonce + sealed)
+
+    def unseal(self, payload: Payload) -> Payload:
+        """The payload inside, for its own workflow only; PlainPayloadRefused otherwise."""
         key_id = payload.metadata.get(KEY_ID, b"").decode("ascii", "replace")
+        claimed = payload.metadata.get(WORKFLOW_ID, b"").decode("utf-8", "replace")
         key = self._by_id.get(key_id)
         if key is None:
-            raise PlainPayloadRefused(f"refused a payload encrypted with an unknown key {key_id[:32]!r}")
+            raise PlainPayloadRefused(f"a payload encrypted with an unknown key {key_id[:32]!r}")
+        expected = _workflow_id(self.context)
+        if expected is not None and claimed != expected:
+            raise PlainPayloadRefused(f"a payload of workflow {claimed[:100]!r}, not of {expected[:100]!r}")
         data = payload.data
         try:
-            return Payload.FromString(key.aead.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key.id.encode()))
+            return Payload.FromString(key.aead.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], _bound(key_id, claimed)))
         except InvalidTag:
-            raise PlainPayloadRefused(f"refused a payload that does not authenticate under key {key_id}") from None
+            raise PlainPayloadRefused(f"a payload that does not authenticate under key {key_id}") from None
+
+
+def _bound(key_id: str, workflow_id: str) -> bytes:
+    return f"{key_id}\n{workflow_id}".encode()
 
 
 def data_converter(codec: PayloadCodec | None) -> DataConverter:

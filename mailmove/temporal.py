@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import IndexedValueType, WorkflowExecutionStatus
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from mailmove.config import ConfigError, Settings, TemporalConfig
 from mailmove.payload_codec import (
+    Always,
     EncryptionCodec,
     MovesInClear,
+    Never,
     PayloadKey,
-    always,
     data_converter,
-    never,
     read_key_file,
     write_key_file,
 )
@@ -159,8 +163,8 @@ async def connect(
         )
     codec = None
     if keys:
-        accept_plain = {Role.CLIENT: always, Role.WORKER: MovesInClear(), Role.AGENT: never}[role]
-        codec = EncryptionCodec(keys, accept_plain)
+        plain = {Role.CLIENT: Always, Role.WORKER: MovesInClear, Role.AGENT: Never}[role]()
+        codec = EncryptionCodec(keys, plain)
     target = target or address(settings)
     try:
         return await asyncio.wait_for(
@@ -176,9 +180,7 @@ async def connect(
     except TimeoutError:
         # the core's own timeout covers only TCP: a peer that takes the connection and never
         # answers the TLS handshake would hold it forever
-        raise Unreachable(
-            f"{address_key(settings)}: {target} took no TLS handshake in {CONNECT_TIMEOUT:.0f} s"
-        ) from None
+        raise Unreachable(f"{address_key(settings)}: {target} did not answer within {CONNECT_TIMEOUT:.0f} s") from None
     except RuntimeError as exc:
         hint = _tls_hint(settings, str(exc))
         if hint:
@@ -186,21 +188,50 @@ async def connect(
         raise Unreachable(f"{address_key(settings)}: {target} does not answer: {exc}") from None
 
 
+def reader(client: Client, keys: list[PayloadKey]) -> Client:
+    """A client on the same connection that decodes anything (the dashboard of `up`, beside its
+    strict worker): it reads moves begun in clear, and acts only through Temporal's API."""
+    if not keys:
+        return client
+    return Client(
+        client.service_client,
+        namespace=client.namespace,
+        data_converter=data_converter(EncryptionCodec(keys, Always())),
+    )
+
+
 async def admit_moves_in_clear(client: Client, settings: Settings) -> list[str]:
-    """The worker decodes payloads in clear inside the moves started before the oldest key
-    existed and still running (they began before encryption and must finish), nowhere else.
-    A workflow id cannot be taken by another execution while its run is open."""
+    """The worker decodes payloads in clear inside the moves that began before encryption (before
+    the oldest stamp of its keys, as `mailmove keygen` writes it) and still run, and nowhere else.
+    Keys without a stamp admit no move. Each admitted move is asked of Temporal again when its
+    payloads arrive (`MovesInClear`)."""
     codec = client.data_converter.payload_codec
-    if not isinstance(codec, EncryptionCodec) or not isinstance(codec.accept_plain, MovesInClear):
+    if not isinstance(codec, EncryptionCodec) or not isinstance(codec.plain, MovesInClear):
         return []
-    since = min(k.created for k in codec.keys)
+    stamps = [k.created for k in codec.keys if k.created]
+    if not stamps:
+        return []
+    since = min(stamps)
     query = (
         f"ExecutionStatus = 'Running' AND TaskQueue = '{settings.temporal.task_queue}' "
         f"AND StartTime < '{since.strftime('%Y-%m-%dT%H:%M:%SZ')}'"
     )
     found = [w.id async for w in client.list_workflows(query)]
-    codec.accept_plain.ids.update(found)
+    codec.plain.since, codec.plain.describe = since, partial(_latest_run, client)
+    codec.plain.ids.update(found)
     return found
+
+
+async def _latest_run(client: Client, workflow_id: str) -> tuple[bool, datetime]:
+    """Whether the latest run of `workflow_id` is running, and when it began (no payload read)."""
+    described = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id)
+        )
+    )
+    info = described.workflow_execution_info
+    running = info.status == WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+    return running, info.start_time.ToDatetime(UTC)
 
 
 async def register_search_attributes(client: Client, namespace: str) -> list[str]:

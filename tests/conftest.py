@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from mailmove.config import Settings, load_settings
 from mailmove.embedded import temporal_binary
-from mailmove.payload_codec import EncryptionCodec, always, data_converter, read_key_file, write_key_file
+from mailmove.payload_codec import Always, EncryptionCodec, data_converter, read_key_file, write_key_file
 from mailmove.temporal import register_search_attributes
 from sandbox.world import Sandbox, SandboxOptions
 from store.db import engine, upgrade
@@ -46,7 +46,7 @@ write_key_file(PAYLOAD_KEY)
 def encrypting() -> DataConverter:
     """What the tests' clients use: the payload codec of every mailmove process, decoding
     anything (a client acts on nothing); the strict workers are those built from a config."""
-    return data_converter(EncryptionCodec([read_key_file(PAYLOAD_KEY)], always))
+    return data_converter(EncryptionCodec([read_key_file(PAYLOAD_KEY)], Always()))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ the tests' PostgreSQL is a cluster of their own unless one is named."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import re
 import signal
 import subprocess
@@ -17,12 +19,11 @@ import psycopg
 import pytest
 
 from mailmove.config import ConfigError, load_settings
-from mailmove.fingerprint import check_task_queue, identity
+from mailmove.fingerprint import check_task_queue
 from sandbox.world import free_port
 from tests.conftest import ROOT, settings_for, wait_for
 from tests.postgres_cluster import throwaway_cluster
-from tests.test_recovery import _async, _done, mailmove, start_up
-from worker import build_worker
+from tests.test_recovery import _async, _done, kill, mailmove, start_up, start_worker
 
 DOMAIN = "chem.sandbox.test"
 
@@ -85,7 +86,7 @@ async def test_a_second_up_is_refused_and_the_first_goes_on(sandbox_factory, tmp
         assert stack.wait(30) == 0
 
 
-async def test_a_worker_with_other_zones_does_not_join_the_queue(dev_env, sandbox_factory):
+async def test_a_worker_of_another_deployment_does_not_join_the_queue(dev_env, sandbox_factory, caplog):
     one = sandbox_factory(confirm_after=1)
     other = sandbox_factory(confirm_after=1, domains=("phys.sandbox.test",))
     settings = settings_for(one, dev_env)
@@ -98,8 +99,7 @@ async def test_a_worker_with_other_zones_does_not_join_the_queue(dev_env, sandbo
         )
     )
     unlike = settings_for(other, dev_env, task_queue=settings.temporal.task_queue)
-    worker = build_worker(dev_env.client, settings)
-    task = asyncio.create_task(worker.run())
+    first = start_worker(settings.source)  # a process of its own: this one's own identity is skipped
     try:
 
         async def polled() -> bool:
@@ -112,8 +112,13 @@ async def test_a_worker_with_other_zones_does_not_join_the_queue(dev_env, sandbo
         await wait_for(polled, 20, what="the first worker to be seen polling")
         with pytest.raises(ConfigError) as caught:
             await check_task_queue(dev_env.client, unlike)
-        assert caught.value.field == "dns.zones" and identity(settings).split()[1] in str(caught.value)
+        assert caught.value.field == "dns.zones" and f"worker {first.pid}@" in str(caught.value)
         await check_task_queue(dev_env.client, alike)  # the same settings from another file: welcome
+        # the same store with other zones: this deployment in a rolling update, logged, not refused
+        rolling = dataclasses.replace(settings, dns=dataclasses.replace(settings.dns, zones=()))
+        with caplog.at_level(logging.WARNING, logger="mailmove.worker"):
+            await check_task_queue(dev_env.client, rolling)
+        assert "dns.zones" in caplog.text and "rolling update" in caplog.text
 
         # and the command: `mailmove worker` with the other zones exits 2 before it polls
         process = await asyncio.create_subprocess_exec(
@@ -123,8 +128,7 @@ async def test_a_worker_with_other_zones_does_not_join_the_queue(dev_env, sandbo
         _, err = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 2 and "dns.zones" in err.decode() and "Traceback" not in err.decode()
     finally:
-        await worker.shutdown()
-        await task
+        kill(first)
 
 
 async def test_a_namespace_the_cluster_lacks_is_named(dev_env, sandbox_factory):

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from activities import agent_input
 from activities.agent_input import Refused
 from activities.dns import DnsActivities
-from activities.firewall import FirewallActivities, render
+from activities.firewall import FirewallActivities
 from activities.postfix import PostfixActivities
 from activities.relay_test import RelayTestActivities
 from mailmove.config import GatewayConfig, Settings
@@ -199,11 +199,6 @@ def test_a_refusal_is_one_log_line_and_a_non_retryable_failure_naming_the_field(
     assert record.getMessage() == error.message
     assert "\n" not in record.getMessage() and "insert rule" not in record.getMessage()  # cut to 80 characters
     assert len(agent_input.shown(hostile)) == 80
-
-
-def test_render_shows_only_checked_plans():
-    with pytest.raises(Refused):
-        render(FirewallPlan('x.example"; flush ruleset', GATEWAY, []))
 
 
 async def test_the_activities_refuse_before_they_run_anything():

@@ -18,6 +18,7 @@ import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.converter import WorkflowSerializationContext
 
 from dashboard.auth import issue_token
 from dashboard.serve import serving
@@ -26,10 +27,9 @@ from mailmove.config import ConfigError, Settings, parse_settings
 from mailmove.embedded import temporal_binary
 from mailmove.inputs import DomainMoveRequest
 from mailmove.payload_codec import (
+    Always,
     EncryptionCodec,
-    PlainPayloadRefused,
-    always,
-    never,
+    Never,
     read_key_file,
     write_key_file,
 )
@@ -122,28 +122,49 @@ async def moves(dev_env, sandbox_factory):
     await terminate_running(dev_env.client, WID, "server-move:mx2.chem.sandbox.test", *started)
 
 
-def test_keys_rotate_and_anything_else_is_refused(tmp_path):
+async def task_failure(handle):
+    """The failure of the run's first failed workflow task, if one failed yet."""
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            return event.workflow_task_failed_event_attributes.failure
+    return None
+
+
+def refusal(payload: Payload) -> str:
+    """Why the codec refused a payload ("" if it did not): what it decodes to says so."""
+    encoding = payload.metadata.get("encoding", b"").decode()
+    return encoding.removeprefix("refused: ") if encoding.startswith("refused: ") else ""
+
+
+async def test_keys_rotate_and_anything_else_is_refused(tmp_path):
     old, new = write_key_file(tmp_path / "old"), write_key_file(tmp_path / "new")
     assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o600
     with pytest.raises(FileExistsError):
         write_key_file(tmp_path / "new")  # never overwritten
     plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"rcpt": "zz-alice-4711@chem.sandbox.test"}')
-    sealed_old = EncryptionCodec([old]).encrypt(plain)
-    ring = EncryptionCodec([new, old])
-    sealed_new = ring.encrypt(plain)
+    move_a, move_b = (WorkflowSerializationContext("default", f"domain-move:{d}.example") for d in "ab")
+    sealed_old = EncryptionCodec([old]).with_context(move_a).seal(plain)
+    ring = EncryptionCodec([new, old]).with_context(move_a)
+    sealed_new = ring.seal(plain)
     assert b"zz-alice" not in sealed_new.SerializeToString()
     assert sealed_new.metadata["encryption-key-id"].decode() == new.id != old.id
-    assert ring.decrypt(sealed_old) == plain and ring.decrypt(sealed_new) == plain  # rotation: both read
-    with pytest.raises(PlainPayloadRefused, match="unknown key"):
-        EncryptionCodec([old]).decrypt(sealed_new)
+    assert await ring.decode([sealed_old, sealed_new]) == [plain, plain]  # rotation: both read
+    [unknown] = await EncryptionCodec([old]).with_context(move_a).decode([sealed_new])
+    assert "unknown key" in refusal(unknown)
     tampered = Payload()
     tampered.CopyFrom(sealed_new)
     tampered.data = sealed_new.data[:-1] + bytes([sealed_new.data[-1] ^ 1])
-    with pytest.raises(PlainPayloadRefused, match="does not authenticate"):
-        ring.decrypt(tampered)
-    with pytest.raises(PlainPayloadRefused, match="not encrypted"):
-        EncryptionCodec([new], never).decrypt(plain)
-    assert EncryptionCodec([new], always).decrypt(plain) == plain  # a reading client
+    assert "does not authenticate" in refusal((await ring.decode([tampered]))[0])
+    # a ciphertext copied into another move, or relabelled as another move's, is refused
+    assert "of workflow 'domain-move:a.example'" in refusal((await ring.with_context(move_b).decode([sealed_new]))[0])
+    relabelled = Payload()
+    relabelled.CopyFrom(sealed_new)
+    relabelled.metadata["encryption-workflow-id"] = b"domain-move:b.example"
+    assert "does not authenticate" in refusal((await ring.with_context(move_b).decode([relabelled]))[0])
+    assert EncryptionCodec([new]).unseal(sealed_new) == plain  # the codec endpoint: no context, any move
+    # in clear: refused by the agent (and by a worker for any move it did not admit), read by a client
+    assert "not encrypted" in refusal((await EncryptionCodec([new], Never()).with_context(move_a).decode([plain]))[0])
+    assert await EncryptionCodec([new], Always()).decode([plain]) == [plain]
     for text in ("", "not base64!\n", base64.b64encode(b"short").decode(), "a\nb\n"):
         (tmp_path / "bad").write_text(text)
         with pytest.raises(ConfigError) as caught:
@@ -202,7 +223,7 @@ async def test_no_personal_data_in_clear_in_a_server_move(moves, dev_env):
     clear = readable(raw)
     assert not [s for s in SECRETS if s in clear]
     codec = EncryptionCodec([read_key_file(settings.temporal.encryption_key_files[0])])
-    opened = [codec.decrypt(Payload(data=base64.b64decode(p["data"]), metadata={
+    opened = [codec.unseal(Payload(data=base64.b64decode(p["data"]), metadata={
         k: base64.b64decode(v) for k, v in p["metadata"].items()})).data for p in payloads_of(raw)]  # fmt: skip
     assert any(b"Geheimlabor" in data and b"ab12cdef" in data for data in opened)  # with the key, they are there
 
@@ -214,15 +235,13 @@ async def test_a_caller_without_the_key_cannot_give_the_worker_work(moves, dev_e
     plain = Client(dev_env.client.service_client, namespace="default")  # no key: payloads in clear
     await control.start_domain_move(plain, settings, move)
     handle = plain.get_workflow_handle(WID)
-
-    async def refused():
-        async for event in handle.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                return event.workflow_task_failed_event_attributes.failure
-        return None
-
-    failure = await wait_for(refused, 30, what="the worker to refuse the workflow task")
-    assert "not encrypted" in str(await client.data_converter.decode_failure(failure))
+    failure = await wait_for(lambda: task_failure(handle), 30, what="the worker to refuse the workflow task")
+    error = await client.data_converter.decode_failure(failure)
+    chain = []
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__
+    assert any("not encrypted with a mailmove key" in text for text in chain), chain
     kinds = {e.event_type async for e in handle.fetch_history_events()}
     assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds  # nothing ran
 
@@ -270,6 +289,12 @@ async def test_a_move_begun_in_clear_finishes_after_encryption_is_turned_on(move
         kinds = {e.event_type async for e in plain.get_workflow_handle(intruder).fetch_history_events()}
         assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in kinds
         assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds
+        # the admitted id, taken by a new run in clear once the move is over, admits nothing
+        queue = legacy.temporal.task_queue
+        again = await plain.start_workflow(DomainMoveWorkflow.run, move, id=WID, task_queue=queue)
+        await wait_for(lambda: task_failure(again), 30, what="the new run in clear to be refused")
+        kinds = {e.event_type async for e in again.fetch_history_events()}
+        assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds
     finally:
         await worker.shutdown()
         await task
@@ -283,7 +308,7 @@ async def test_the_codec_endpoint_answers_only_whom_it_should(moves, dev_env):
         "admin": issue_token(settings, "root", "admin"),
         "limited": issue_token(settings, "eve", "operator", ("other.sandbox.test",)),
     }
-    sealed = EncryptionCodec([read_key_file(settings.temporal.encryption_key_files[0])]).encrypt(
+    sealed = EncryptionCodec([read_key_file(settings.temporal.encryption_key_files[0])]).seal(
         Payload(metadata={"encoding": b"json/plain"}, data=b'"zz-alice-4711"')
     )
     body = {

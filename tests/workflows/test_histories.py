@@ -7,6 +7,7 @@ without `workflow.patched` would break such a move when its worker is upgraded; 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,16 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def encrypting(admitted: set[str]) -> DataConverter:
-    """A worker's converter once encryption is on, reading in clear only the moves `admitted`."""
+    """A worker's converter once encryption is on, reading in clear only the moves `admitted`
+    (here still running, and begun long before the key)."""
     in_clear = MovesInClear()
     in_clear.ids |= admitted
+    in_clear.since = datetime.now(UTC)
+
+    async def began_long_ago(workflow_id: str) -> tuple[bool, datetime]:
+        return True, datetime(2026, 1, 1, tzinfo=UTC)
+
+    in_clear.describe = began_long_ago
     return data_converter(EncryptionCodec([read_key_file(PAYLOAD_KEY)], in_clear))
 
 
