@@ -362,3 +362,20 @@ def test_embedded_key_is_made_once_0600(tmp_path):
     assert payload_keys(settings)[0].id == first[0].id == payload_keys(settings, create=True)[0].id
     key = Path(tmp_path / "var" / "payload-key")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+async def test_a_signal_in_clear_cannot_stall_a_move(moves, dev_env):
+    """Refusing by failing the workflow task would fail it again at every retry, for good: the
+    refused payload is dropped with its signal instead, and the move goes on."""
+    begin, _ = moves
+    settings, client = await begin(confirm_after=10**9)
+    move = await control.prepare_domain_move(settings, DomainMoveRequest(DOMAIN, LEGACY, no_external=True))
+    await control.start_domain_move(client, settings, move)
+    handle = client.get_workflow_handle_for(DomainMoveWorkflow.run, WID)
+    await until_stage(handle, "await_registration", "waiting", timeout=60)
+    keyless = Client(dev_env.client.service_client, namespace="default")
+    for name in ("confirm", "anything"):
+        await keyless.get_workflow_handle(WID).signal(name, {"stage": "await_registration", "actor": "mallory"})
+    await control.confirm(client, WID, ConfirmInput("await_registration", "alice"))
+    assert (await handle.result()).state.value == "done"
+    assert await task_failure(handle) is None  # not one workflow task failed on the way
