@@ -25,6 +25,7 @@ from mailmove.config import HostPort, Settings
 from mailmove.tls import tls_context
 from workflows.model import MxRecord, mx_key
 
+MAX_POLICY = 64 * 1024  # an RFC 8461 policy is a few lines; a larger body is not read
 TIMEOUTS = (dns.exception.Timeout, dns.resolver.NoNameservers)
 
 
@@ -310,7 +311,7 @@ class DomainChecks:
                 "MTA-STS",
                 "warning",
                 "an MTA-STS policy is announced but not usable",
-                observed=[f"_mta-sts.{self.domain}. TXT {txts[0]}", str(exc)],
+                observed=[f"_mta-sts.{self.domain}. TXT {txts[0][:300]}", str(exc)[:300]],  # a peer's words, cut
                 fix="senders may still hold an older policy: serve a valid one naming the gateway hosts, and a new id",
             )
             return
@@ -354,7 +355,8 @@ class DomainChecks:
 
     async def fetch_policy(self) -> str:
         """https://mta-sts.<domain>/.well-known/mta-sts.txt, resolved through our resolvers,
-        certificate verified for that name (RFC 8461 §3.3: 200 only, no redirects)."""
+        certificate verified for that name (RFC 8461 §3.3: 200 only, no redirects); at most
+        MAX_POLICY bytes within check.timeout in all, however slowly a hostile host sends."""
         host = f"mta-sts.{self.domain}"
         addresses = await self.dns.addresses(host)
         if not addresses:
@@ -362,18 +364,29 @@ class DomainChecks:
         port = self.settings.check.mta_sts_port
         literal = f"[{addresses[0]}]" if ":" in addresses[0] else addresses[0]
         context = tls_context(self.settings.smtp.ca_file)
+        limit = self.settings.check.timeout
+        body = bytearray()
         try:
-            async with httpx.AsyncClient(verify=context, timeout=self.settings.check.timeout) as client:
-                reply = await client.get(
+            async with asyncio.timeout(limit), httpx.AsyncClient(verify=context, timeout=limit) as client:
+                async with client.stream(
+                    "GET",
                     f"https://{literal}:{port}/.well-known/mta-sts.txt",
                     headers={"Host": host if port == 443 else f"{host}:{port}"},
                     extensions={"sni_hostname": host},
-                )
+                ) as reply:
+                    if reply.status_code != 200:
+                        raise ValueError(f"{host} answered HTTP {reply.status_code} for the policy (200 required)")
+                    async for chunk in reply.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_POLICY:
+                            raise ValueError(
+                                f"{host} sends a policy of more than {MAX_POLICY} bytes (RFC 8461: a few lines)"
+                            )
+        except TimeoutError:
+            raise ValueError(f"{host} did not send its policy within {limit:g} s") from None
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
-            raise ValueError(f"fetching the policy from {host} failed: {exc}") from exc
-        if reply.status_code != 200:
-            raise ValueError(f"{host} answered HTTP {reply.status_code} for the policy (200 required)")
-        return reply.text
+            raise ValueError(f"fetching the policy from {host} failed: {str(exc)[:200]}") from exc
+        return body.decode("utf-8", "replace")
 
     async def spf(self) -> None:
         timeout = self.settings.dns.timeout

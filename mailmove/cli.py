@@ -29,7 +29,7 @@ from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, ex
 from mailmove.payload_codec import write_key_file
 from mailmove.processes import exit_process, stop_on_signals
 from mailmove.render import console, migration_table, report_view, shown, step_verdicts, swaks, wave_view
-from mailmove.startup import StateLock, check_ports
+from mailmove.startup import StateLock, check_ports, private_state
 from mailmove.temporal import (
     Role,
     Unreachable,
@@ -179,6 +179,7 @@ async def stack(settings: Settings) -> AsyncIterator[Client]:
 
     Nothing starts unless the state folder is this stack's alone and every port it binds is
     free; the worker joins only its own dev server, or a cluster queue polled alike."""
+    private_state(settings.var_dir)
     lock = StateLock(settings.var_dir)
     lock.acquire()
     dev = None if settings.temporal.address else DevServer(settings)
@@ -215,7 +216,7 @@ def print_addresses(settings: Settings) -> None:
         out.print(f"payloads          encrypted (AES-256-GCM), key {keys[0].id}; codec {codec_endpoint(settings)}")
     else:
         out.print("[yellow]payloads          in clear: set temporal.encryption_key_files (see SECURITY.md)[/yellow]")
-    out.print(f"database          {settings.database.url}")
+    out.print(f"database          {escape(settings.database.shown)}")
     out.print(f"dashboard         http://{settings.dashboard.listen}/")
     if ctx.login:
         out.print(f"                  one-time login (admin): {ctx.login}", soft_wrap=True)

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from workflows.model import Relay, Timings
 
@@ -181,6 +182,7 @@ class PortalConfig:
     unsecure_form: str = ""  # the MailOut-Unsecure list has no form of its own: the web interface
     credentials_env: str = ""  # name of an environment variable holding a bearer token
     credentials_file: str = ""  # or a file holding it
+    allow_plain_http: bool = False  # send the token over http:// to a host that is not loopback
     timeout: float = 30.0
 
     @property
@@ -245,6 +247,15 @@ class AgentConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str = "sqlite:///var/mailmove.db"
+
+    @property
+    def shown(self) -> str:
+        """The URL with its password, if it has one, masked: for output and identities."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        user, _, host = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}"))
 
 
 @dataclass(frozen=True)
@@ -333,6 +344,15 @@ def _networks(value: Any, key: str) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(key, f"{text[:60]!r} is not a network such as 130.83.156.224/27") from None
     return texts
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -472,9 +492,21 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
         credentials_env=str(p.get("credentials_env", "")),
         credentials_file=_resolve_path(str(p.get("credentials_file", "")), base),
         timeout=parse_duration(p.get("timeout", d.portal.timeout), "portal.timeout"),
+        allow_plain_http=_bool(p.get("allow_plain_http", False), "portal.allow_plain_http"),
     )
     if portal.mode not in ("manual", "http"):
         raise ConfigError("portal.mode", f"{portal.mode!r} is neither 'manual' nor 'http'")
+    target = urlsplit(portal.url)
+    if (
+        (portal.credentials_env or portal.credentials_file)
+        and target.scheme == "http"
+        and not _loopback(target.hostname or "")
+        and not portal.allow_plain_http
+    ):
+        raise ConfigError(
+            "portal.url", f"{portal.url} is plain http: the portal token would cross the network in clear "
+            "(use https, or set portal.allow_plain_http = true)",
+        )  # fmt: skip
 
     s = _table(raw, "smtp")
     _check_keys(s, {f.name for f in fields(SmtpConfig)}, "smtp")

@@ -16,7 +16,6 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -31,20 +30,12 @@ STALE = timedelta(seconds=90)  # a live worker polls again within a minute; Temp
 log = logging.getLogger("mailmove.worker")
 
 
-def _store(settings: Settings) -> str:
-    """The database URL without a password: only its hash goes into the identity."""
-    parts = urlsplit(settings.database.url)
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.netloc.rpartition("@")[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
-
-
 # the settings a move's activities depend on, by the key a postmaster would look at
 MATTERS: dict[str, Callable[[Settings], object]] = {
     "dns.zones": lambda s: s.dns.zones,
     "gateway": lambda s: s.gateway,
     "portal": lambda s: (s.portal.mode, s.portal.url, s.portal.domain_form, s.portal.tsl_form, s.portal.wl_form),
-    "database.url": _store,
+    "database.url": lambda s: s.database.shown,
 }
 
 

@@ -105,6 +105,18 @@ def check_ports(settings: Settings) -> None:
         raise ConfigError(key, f"port {address.port} of {address} is taken by {describe(holder(address.port))}")
 
 
+def private_state(var_dir: Path) -> None:
+    """The state folder holds audit trails, TU-IDs and histories: 0700, its files 0600, and
+    everything this process and its children (the dev server) create there from now on too."""
+    os.umask(0o077)
+    var_dir = Path(var_dir)
+    var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    var_dir.chmod(0o700)
+    for path in var_dir.iterdir():
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 class StateLock:
     """An exclusive lock on `var/up.lock` for as long as this `up` runs; the file names its pid."""
 

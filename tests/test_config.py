@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from mailmove.config import ConfigError, HostPort, load_settings, parse_duration, parse_host_port, read_tsig_keyfile
+from mailmove.config import (
+    ConfigError,
+    HostPort,
+    load_settings,
+    parse_duration,
+    parse_host_port,
+    parse_settings,
+    read_tsig_keyfile,
+)
 
 DESIGN_EXAMPLE = """
 [temporal]
@@ -146,3 +154,26 @@ def test_the_environment_over_the_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_settings(path, {"MAILMOVE_NOTIFY_SENDER": "nobody"})
     assert err.value.field == "notify.sender"
+
+
+def test_a_database_password_is_never_shown():
+    from_file = parse_settings({"database": {"url": "postgresql://mailmove:s3cr%40t@db.example:5432/mailmove"}})
+    assert from_file.database.shown == "postgresql://mailmove:***@db.example:5432/mailmove"
+    assert parse_settings({"database": {"url": "postgresql://mailmove@db/mm"}}).database.shown.endswith(
+        "mailmove@db/mm"
+    )
+
+
+def test_the_portal_token_never_crosses_the_network_in_clear(tmp_path):
+    token = {"credentials_file": str(tmp_path / "token"), "mode": "http"}
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({"portal": {"url": "http://portal.example/mail/", **token}})
+    assert caught.value.field == "portal.url"
+    for allowed in (
+        {"url": "https://portal.example/mail/"},
+        {"url": "http://127.0.0.1:8000/"},
+        {"url": "http://[::1]:8000/"},
+        {"url": "http://portal.example/mail/", "allow_plain_http": True},
+    ):
+        assert parse_settings({"portal": {**token, **allowed}}).portal.url == allowed["url"]
+    assert parse_settings({"portal": {"url": "http://portal.example/", "mode": "http"}})  # no token: nothing to leak

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,11 @@ async def test_a_second_up_is_refused_and_the_first_goes_on(sandbox_factory, tmp
     stack = await start_up(first)
     try:
         settings = load_settings(first)
+        # the state (audit trail, histories, keys) is the stack's user's alone
+        assert stat.S_IMODE(settings.var_dir.stat().st_mode) == 0o700
+        files = [p for p in settings.var_dir.iterdir() if p.is_file()]
+        assert {"mailmove.db", "temporal.db", "temporal.log", "payload-key", "up.lock"} <= {p.name for p in files}
+        assert [p.name for p in files if stat.S_IMODE(p.stat().st_mode) & 0o077] == []
         (tmp_path / "other").mkdir()
 
         # another folder, the same ports: refused at the first port, naming its key and holder

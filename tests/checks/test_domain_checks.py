@@ -4,8 +4,12 @@ against the schema kept in the repository."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import socket
+import ssl
+import time
 from pathlib import Path
 
 import dns.query
@@ -67,6 +71,10 @@ ZONES = [
         "sts", [*GATEWAY, "MX 5 mail"], SPF_OK, DMARC_OK, '_mta-sts TXT "v=STSv1; id=20261128"', "mta-sts A 127.0.0.1"
     ),
     zone("sts-ok", GATEWAY, SPF_OK, DMARC_OK, '_mta-sts TXT "v=STSv1; id=20261128"', "mta-sts A 127.0.0.1"),
+    *(
+        zone(name, GATEWAY, SPF_OK, DMARC_OK, '_mta-sts TXT "v=STSv1; id=20261128"', "mta-sts A 127.0.0.1")
+        for name in ("sts-huge", "sts-slow")
+    ),
     zone("dane", [*GATEWAY, "MX 5 mail"], SPF_OK, DMARC_OK, "_25._tcp.mail TLSA 3 1 1 " + "ab" * 32),
     zone("stale", GATEWAY, SPF_OK, DMARC_OK),
 ]
@@ -78,6 +86,7 @@ def world(tmp_path_factory, ca):
     policies = {
         f"sts.{PARENT}": policy_text("enforce", MAX_AGE, [f"mail.sts.{PARENT}"]),
         f"sts-ok.{PARENT}": policy_text("enforce", MAX_AGE, ["*.mx.gw.sandbox.test"]),
+        f"sts-huge.{PARENT}": "version: STSv1\r\n" + "mx: " + "x" * (3 << 20) + "\r\n",  # 3 MB
     }
     sts = MtaStsServer(ca, policies).start()
     # NOTIFY off: a change on the primary leaves the secondary stale, as a broken transfer would
@@ -216,6 +225,39 @@ async def test_an_mta_sts_policy_naming_the_old_host_is_a_hazard(world):
     # enforced after the move, the gateway hosts it does not name would be refused mail
     assert check(await run(world, "sts", "after"), "mta_sts.policy").verdict == "error"
     assert check(await run(world, "sts-ok", "after"), "mta_sts.policy").verdict == "ok"
+
+
+async def test_a_hostile_policy_host_is_cut_off_by_size_and_by_time(world, ca):
+    """At most 64 KiB, within check.timeout in all: a 3 MB policy and one sent a byte a second
+    are each a warning naming the limit, read in bounded memory and time, echoing nothing."""
+    started = time.monotonic()
+    huge = check(await run(world, "sts-huge", "during"), "mta_sts.policy")
+    assert huge.verdict == "warning" and f"more than {64 * 1024} bytes" in " ".join(huge.observed)
+    assert max(len(line) for line in huge.observed) < 300 and time.monotonic() - started < 5
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca[0].issue_cert(f"mta-sts.sts-slow.{PARENT}").configure_cert(tls)
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(60):
+            writer.write(b"v")
+            await writer.drain()
+            await asyncio.sleep(1)
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0, ssl=tls)
+    dns_world, sts, ca_file = world
+    config = settings(dns_world, sts, ca_file)
+    config = dataclasses.replace(
+        config, check=dataclasses.replace(config.check, mta_sts_port=server.sockets[0].getsockname()[1], timeout=3)
+    )
+    started = time.monotonic()
+    async with server:
+        report = await DomainChecks(config, DnsActivities(config)).run(DomainCheckQuery(f"sts-slow.{PARENT}", "during"))
+    slow = check(report, "mta_sts.policy")
+    assert slow.verdict == "warning" and "within 3 s" in " ".join(slow.observed)
+    assert time.monotonic() - started < 10
 
 
 async def test_dane_records_of_the_old_server_are_a_hazard(world):
