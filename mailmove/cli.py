@@ -28,7 +28,8 @@ from mailmove.fingerprint import check_task_queue
 from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
 from mailmove.payload_codec import write_key_file
 from mailmove.processes import exit_process, stop_on_signals
-from mailmove.render import console, migration_table, report_view, shown, step_verdicts, swaks, wave_view
+from mailmove.render import clean, console, migration_table, report_view, shown, step_verdicts, swaks, wave_view
+from mailmove.render import plain as as_text
 from mailmove.startup import StateLock, check_ports, private_state
 from mailmove.temporal import (
     Role,
@@ -108,8 +109,7 @@ def fail(message: str) -> None:
     """One line on stderr; the message may quote what came from outside, so it is not markup."""
     if ctx.debug:
         traceback.print_exc()
-    text = "".join(c if c.isprintable() or c == "\n" else "\ufffd" for c in message)  # no terminal escapes
-    console(stderr=True).print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+    console(stderr=True).print(f"[red]error:[/red] {escape(clean(message))}", highlight=False, soft_wrap=True)
 
 
 def run(work: Callable[[Settings], Awaitable[None]], cleanup: Callable[[], None] | None = None) -> None:
@@ -476,9 +476,9 @@ def whitelist_diff(
             out = console()
             out.print(f"{len(listed)} listed, {diff.filed} filed for {wid}")
             for address in diff.missing:
-                out.print(f"[red]- missing[/red] {address}", highlight=False)
+                out.print(f"[red]- missing[/red] {escape(clean(address))}", highlight=False)
             for address in diff.extra:
-                out.print(f"[yellow]+ extra[/yellow]   {address}", highlight=False)
+                out.print(f"[yellow]+ extra[/yellow]   {escape(clean(address))}", highlight=False)
         if diff.missing:
             raise typer.Exit(1)
 
@@ -512,8 +512,8 @@ def relay_test(
             out.print(swaks(transcript))
             out.print(step_verdicts(transcript))
             for warning in transcript.warnings:
-                out.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-            out.print(transcript.cause, style="green" if transcript.passed else "bold red", highlight=False)
+                out.print(f"[yellow]warning:[/yellow] {escape(clean(warning))}", highlight=False)
+            out.print(as_text(transcript.cause, style="green" if transcript.passed else "bold red"))
         if not transcript.passed:
             raise typer.Exit(1)
 
@@ -589,7 +589,7 @@ def confirm_(
     async def work(settings: Settings) -> None:
         client = await client_for(settings)
         request = ConfirmInput(stage, actor(), note, lost=list(lost))
-        console().print(await control.confirm(client, control.workflow_id(id, settings), request))
+        console().print(as_text(await control.confirm(client, control.workflow_id(id, settings), request)))
 
     run(work)
 
@@ -605,9 +605,8 @@ def extend_(
     async def work(settings: Settings) -> None:
         seconds = parse_duration(duration, "duration")
         client = await client_for(settings)
-        console().print(
-            await control.extend(client, control.workflow_id(id, settings), ExtendInput(seconds, actor(), note))
-        )
+        answer = await control.extend(client, control.workflow_id(id, settings), ExtendInput(seconds, actor(), note))
+        console().print(as_text(answer))
 
     run(work)
 
@@ -619,7 +618,8 @@ def cancel_(id: str = typer.Argument(...), note: str = typer.Option("", "--note"
 
     async def work(settings: Settings) -> None:
         client = await client_for(settings)
-        console().print(await control.cancel(client, control.workflow_id(id, settings), CancelInput(actor(), note)))
+        answer = await control.cancel(client, control.workflow_id(id, settings), CancelInput(actor(), note))
+        console().print(as_text(answer))
 
     run(work)
 
