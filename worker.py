@@ -112,6 +112,13 @@ def build_agent(client: Client, settings: Settings, host: str) -> Worker:
     )
 
 
+async def join(client: Client, settings: Settings) -> None:
+    """Before the worker polls: the task queue is this deployment's (mailmove/fingerprint.py),
+    and the moves begun in clear before encryption are admitted."""
+    await check_task_queue(client, settings)
+    await admit_moves_in_clear(client, settings)
+
+
 async def run(settings: Settings, stop: asyncio.Event, host: str = "") -> None:
     client = await connect(settings, Role.AGENT if host else Role.WORKER)
     if host:
@@ -119,9 +126,8 @@ async def run(settings: Settings, stop: asyncio.Event, host: str = "") -> None:
     else:
         if client.data_converter.payload_codec is None:
             logging.warning("payloads in clear: set temporal.encryption_key_files (SECURITY.md)")
-        await check_task_queue(client, settings)
+        await join(client, settings)
         await asyncio.to_thread(upgrade, settings.database.url)
-        await admit_moves_in_clear(client, settings)
         worker, queue = build_worker(client, settings), settings.temporal.task_queue
     async with worker:
         logging.info("worker polling %s on %s", queue, settings.temporal.address or "embedded")

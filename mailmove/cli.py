@@ -24,7 +24,6 @@ from dashboard.serve import serving
 from mailmove import control, waves
 from mailmove.config import ConfigError, Settings, load_settings, parse_duration
 from mailmove.embedded import DevServer, codec_endpoint
-from mailmove.fingerprint import check_task_queue
 from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
 from mailmove.payload_codec import write_key_file
 from mailmove.processes import exit_process, stop_on_signals
@@ -34,14 +33,13 @@ from mailmove.startup import StateLock, check_ports, private_state
 from mailmove.temporal import (
     Role,
     Unreachable,
-    admit_moves_in_clear,
     connect,
     payload_keys,
     reader,
     register_search_attributes,
 )
 from store.db import upgrade
-from worker import build_worker, serve
+from worker import build_worker, join, serve
 from workflows.model import CancelInput, ConfirmInput, ExtendInput
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Move mail domains behind the central mail gateway.")
@@ -190,11 +188,9 @@ async def stack(settings: Settings) -> AsyncIterator[Client]:
             client = await dev.start(payload_keys(settings, create=True))
         else:
             client = await connect(settings, Role.WORKER)
-        await check_task_queue(client, settings)
+        await join(client, settings)
         await register_search_attributes(client, settings.temporal.namespace)
-        await admit_moves_in_clear(client, settings)
-        keys = payload_keys(settings)
-        async with build_worker(client, settings), serving(settings, reader(client, keys)) as login:
+        async with build_worker(client, settings), serving(settings, reader(client)) as login:
             ctx.login = login
             yield client
     finally:

@@ -86,6 +86,19 @@ _COMMENT = re.compile(r'"[^"]*"|#[^\n]*|//[^\n]*|/\*.*?\*/', re.S)
 _KEY_BLOCK = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)
 
 
+def read_secret(path: str | Path, key: str, limit: int) -> bytes:
+    """A secret file's bytes, at most `limit`; a ConfigError naming `key` if it cannot be read,
+    is empty or is larger."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(key, f"{path} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > limit or not data.strip():
+        raise ConfigError(key, f"{path} is {'empty' if not data.strip() else 'too large'}")
+    return data
+
+
 def read_tsig_keyfile(path: Path) -> dict[str, TsigKey]:
     """Keys from a file as `tsig-keygen` writes it (BIND `key "name" { ... };` blocks)."""
     text = _COMMENT.sub(lambda m: m.group(0) if m.group(0).startswith('"') else "", path.read_text())
@@ -123,6 +136,14 @@ class TemporalConfig:
     tls_key_file: str = ""  # ... and its private key
     api_key_file: str = ""  # Temporal Cloud and clusters that take API keys (implies TLS)
     encryption_key_files: tuple[str, ...] = ()  # payload keys: the first encrypts, all decrypt
+
+    @property
+    def uses_tls(self) -> bool:
+        """TLS is asked for, or implied by a TLS file or an API key (never sent in clear)."""
+        return bool(
+            self.tls or self.tls_ca_file or self.tls_cert_file or self.tls_key_file or self.tls_server_name
+            or self.api_key_file
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,9 @@ def _gone(pid: int, host: str) -> bool:
 
 
 async def check_task_queue(client: Client, settings: Settings) -> None:
-    """ConfigError naming the first key that differs from a live poller's, or a namespace that
-    the cluster does not have; nothing when the queue is ours alone or shared alike."""
+    """ConfigError for a namespace the cluster does not have, or for a live poller of another
+    deployment (naming the keys that differ); a warning for this deployment's pollers with other
+    settings; nothing when the queue is ours alone or shared alike."""
     t = settings.temporal
     try:
         await client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=t.namespace))

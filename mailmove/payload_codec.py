@@ -2,14 +2,15 @@
 quote them) is AES-256-GCM ciphertext, so a history read on the server, in a backup or by
 anyone who reaches the frontend holds no personal data in clear.
 
-The key is also what authorises a caller: a worker built with `strict` decoding refuses any
-payload that is not encrypted with one of its keys, so a client without the key cannot hand
-the worker or the host agent work, whatever Temporal itself lets it do.
+Workers and the host agent read strictly: a payload in clear, of an unknown key or of another
+workflow is refused, so a caller without the key can give them no payload to act on (what
+Temporal does without a payload of ours, cancel or reset, stays Temporal's to authorise).
 
-Key files hold one base64 line of 32 random bytes (`mailmove keygen FILE` writes one, 0600;
-`openssl rand -base64 32` makes the same). Several files make a key ring: the first encrypts,
-all decrypt, so a key is rotated without a stop. A key's id is derived from the key itself,
-carried in each payload's metadata, and bound to the ciphertext as associated data.
+Key files hold one base64 line of 32 random bytes; `mailmove keygen FILE` writes one (0600)
+with the `created` stamp that admits the moves begun in clear before it. Several files make a
+key ring: the first encrypts, all decrypt, so a key is rotated without a stop. A key's id is
+derived from the key itself, carried in each payload's metadata, and bound to the ciphertext
+as associated data together with the payload's workflow id.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from temporalio.converter import (
     WorkflowSerializationContext,
 )
 
-from mailmove.config import ConfigError
+from mailmove.config import ConfigError, read_secret
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -72,17 +73,13 @@ _CREATED = re.compile(r"created (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")
 
 def read_key_file(path: str | Path, key: str = "temporal.encryption_key_files") -> PayloadKey:
     """The key in `path`: its one non-comment line, base64 of 32 bytes."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read(MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise ConfigError(key, f"{path} cannot be read: {exc.strerror or exc}") from None
+    text = read_secret(path, key, MAX_KEY_FILE)
     every = [line.strip() for line in text.decode("ascii", "replace").splitlines()]
     lines = [line for line in every if line and not line.startswith("#")]
     stamp = next((m.group(1) for line in every if line.startswith("#") and (m := _CREATED.search(line))), None)
     created = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if stamp else None
     try:
-        if len(text) > MAX_KEY_FILE or len(lines) != 1:
+        if len(lines) != 1:
             raise ValueError("it must hold exactly one base64 line")
         return key_from_bytes(base64.b64decode(lines[0], validate=True), created)
     except (ValueError, binascii.Error) as exc:
@@ -185,9 +182,8 @@ class EncryptionCodec(PayloadCodec, WithSerializationContext):
         return [self.seal(p) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        out = []
+        out, workflow_id = [], _workflow_id(self.context)
         for payload in payloads:
-            workflow_id = _workflow_id(self.context)
             if payload.metadata.get("encoding") == ENCODING:
                 try:
                     out.append(self.unseal(payload))

@@ -22,7 +22,7 @@ from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from mailmove.config import ConfigError, Settings, TemporalConfig
+from mailmove.config import ConfigError, Settings, TemporalConfig, read_secret
 from mailmove.payload_codec import (
     Always,
     EncryptionCodec,
@@ -71,19 +71,12 @@ def address_key(settings: Settings) -> str:
 
 
 def _secret(path: str, key: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SECRET_FILE + 1)
-    except OSError as exc:
-        raise ConfigError(key, f"{path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_SECRET_FILE or not data.strip():
-        raise ConfigError(key, f"{path} is {'empty' if not data.strip() else 'too large'}")
-    return data
+    return read_secret(path, key, MAX_SECRET_FILE)
 
 
 def tls_config(t: TemporalConfig) -> TLSConfig | bool:
     """TLS as configured; an API key is never sent in clear, so it turns TLS on by itself."""
-    if not (t.tls or t.tls_ca_file or t.tls_cert_file or t.tls_key_file or t.tls_server_name or t.api_key_file):
+    if not t.uses_tls:
         return False
     if bool(t.tls_cert_file) != bool(t.tls_key_file):
         missing = "temporal.tls_key_file" if t.tls_cert_file else "temporal.tls_cert_file"
@@ -126,7 +119,6 @@ def _tls_hint(settings: Settings, message: str) -> str | None:
     `message` is the Rust core's (tonic, hyper, rustls); every text matched here was seen in
     tests/security/test_temporal_tls.py, against a TLS proxy that requires client certificates."""
     t, text = settings.temporal, message.lower()
-    tls = t.tls or t.tls_ca_file or t.tls_cert_file or t.tls_key_file or t.tls_server_name or t.api_key_file
     alert = text.partition("alert")[2][:40]  # "received fatal alert: X" (TLS 1.3), "AlertReceived(X)" (1.2)
     if "notvalidforname" in text:  # InvalidCertificate(NotValidForNameContext {..}): the name is not in it
         return "temporal.tls_server_name"
@@ -141,7 +133,7 @@ def _tls_hint(settings: Settings, message: str) -> str | None:
     if "after connection" in text and any(w in text for w in ("broken pipe", "reset", "unexpectedeof", "closed")):
         # The server hung up on the first request. In clear: it wants TLS. Over TLS 1.3: it checked
         # our certificate after our side of the handshake, and its alert can lose the race (1 in 20).
-        return "temporal.tls_cert_file" if tls else "temporal.tls"
+        return "temporal.tls_cert_file" if t.uses_tls else "temporal.tls"
     if "h2notnegotiated" in text:  # TLS without HTTP/2: not a gRPC port (a web UI, a proxy without h2)
         return address_key(settings)
     if "unauthenticated" in text or "unauthorized" in text:
@@ -188,15 +180,16 @@ async def connect(
         raise Unreachable(f"{address_key(settings)}: {target} does not answer: {exc}") from None
 
 
-def reader(client: Client, keys: list[PayloadKey]) -> Client:
-    """A client on the same connection that decodes anything (the dashboard of `up`, beside its
-    strict worker): it reads moves begun in clear, and acts only through Temporal's API."""
-    if not keys:
+def reader(client: Client) -> Client:
+    """A client on the same connection and keys that decodes anything (the dashboard of `up`,
+    beside its strict worker): it reads moves begun in clear, and acts only through Temporal's API."""
+    codec = client.data_converter.payload_codec
+    if not isinstance(codec, EncryptionCodec):
         return client
     return Client(
         client.service_client,
         namespace=client.namespace,
-        data_converter=data_converter(EncryptionCodec(keys, Always())),
+        data_converter=data_converter(EncryptionCodec(codec.keys, Always())),
     )
 
 
