@@ -7,6 +7,7 @@ same Temporal updates, with the signed-in user as the actor written to the audit
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 
 from dashboard.auth import Authenticator, Principal, check_csrf
+from dashboard.headers import SecurityHeaders
 from dashboard.metrics import metrics_text
 from mailmove.config import Settings
 from mailmove.temporal import connect
@@ -48,6 +50,9 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         title="mailmove",
         description="Domain and server moves behind the central mail gateway: reads and actions.",
         version="1",
+        # Swagger and ReDoc pages load their code from a public CDN: off; /openapi.json stays
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.client = client
@@ -60,6 +65,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         https_only=settings.dashboard.secure_cookies,
         max_age=12 * 3600,
     )
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.oidc = oidc.client_for(settings) if settings.dashboard.oidc_issuer else None
     app.include_router(api.router)
@@ -84,8 +90,14 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         return JSONResponse({"ok": not problems, **problems}, status_code=503 if problems else 200)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(metrics_text(settings), media_type="text/plain; version=0.0.4")
+    async def metrics(principal: Principal = needs("viewer")) -> PlainTextResponse:
+        """For a scraper with a token (Prometheus' `authorization.credentials_file`); the counts
+        span every domain, so a principal limited to some domains may not read them."""
+        if principal.domains:
+            raise HTTPException(403, f"role: {principal.name} is limited to some domains; metrics cover all")
+        return PlainTextResponse(
+            await asyncio.to_thread(metrics_text, settings), media_type="text/plain; version=0.0.4"
+        )
 
     return app
 

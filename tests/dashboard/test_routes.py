@@ -268,6 +268,8 @@ async def test_health_metrics_openapi_and_the_vendored_htmx(dash):
     async with client() as c:
         health = await c.get("/healthz")
         assert health.status_code == 200 and health.json() == {"ok": True}
+        assert (await c.get("/metrics")).status_code == 401
+    async with client("viewer") as c:
         metrics = (await c.get("/metrics")).text
         assert 'mailmove_migrations{kind="domain",stage="request_domain",state="waiting"} 1.0' in metrics
         assert 'mailmove_stage_duration_seconds_count{kind="domain",stage="preflight"} 1.0' in metrics
