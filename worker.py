@@ -37,9 +37,15 @@ from workflows.server_move import ServerMoveWorkflow
 from workflows.wave import WaveWorkflow
 
 WORKFLOWS = [DomainMoveWorkflow, ServerMoveWorkflow, WaveWorkflow]
-# on SIGTERM, running activities get this long to finish; every unit, pod and container of
-# deploy/ allows more before it kills the process
+# On SIGTERM the worker polls no more; an activity that waits on the network hands its attempt
+# back at once (activities/heartbeat.py: failed as `WorkerShutdown`, retried on another worker
+# within a second), and the database writes, done in milliseconds, finish and report. This is
+# only the bound for those; every unit, pod and container of deploy/ allows more.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+# A workflow task waits this long on a worker's sticky queue before any worker takes it: a
+# killed worker's moves go on after 3 s, not the SDK's 10 s (a live worker takes its sticky
+# tasks in milliseconds, so it costs no needless replay of a whole history elsewhere).
+STICKY_TIMEOUT = timedelta(seconds=3)
 
 
 def activities(settings: Settings) -> list:
@@ -97,6 +103,7 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         activities=activities(settings),
         identity=identity(settings),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         # heartbeats carry cancellation: a cancelled polling activity stops within ~2 s
         max_heartbeat_throttle_interval=timedelta(seconds=2),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from temporalio import activity
 
 from activities.dns import DnsActivities
+from activities.heartbeat import beating
 from checks.domain import DomainChecks
 from checks.report import DomainCheckQuery, Report, ServerCheckQuery
 from checks.server import ServerChecks
@@ -32,10 +33,12 @@ class CheckActivities:
         self.sessions = sessions(settings.database.url)
 
     @activity.defn
+    @beating
     async def check_domain(self, query: DomainCheckQuery) -> Report:
         return await DomainChecks(self.settings, self.dns).run(query)
 
     @activity.defn
+    @beating
     async def check_server(self, query: ServerCheckQuery) -> Report:
         return await ServerChecks(self.settings, self.dns).run(query)
 
@@ -44,5 +47,6 @@ class CheckActivities:
             save_report(session, stored.workflow_id, stored.stage, stored.report)
 
     @activity.defn
+    @beating
     async def store_report(self, stored: StoredReport) -> None:
         await asyncio.to_thread(self._store, stored)

@@ -28,6 +28,7 @@ import dns.update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import beating
 from mailmove.config import HostPort, Settings, parse_host_port
 from workflows.model import (
     AddressCheck,
@@ -198,6 +199,7 @@ class DnsActivities:
     # -- activities -------------------------------------------------------------------------
 
     @activity.defn
+    @beating
     async def inspect_zone(self, query: ZoneQuery) -> ZoneSnapshot:
         """Zone, authoritative addresses, current MX set and TTLs, as every server serves them."""
         zone = await self.zone_of(query.domain)
@@ -221,6 +223,7 @@ class DnsActivities:
         )
 
     @activity.defn
+    @beating
     async def host_addresses(self, query: HostQuery) -> HostAddresses:
         """The host must have an address, or mail sent to it would bounce."""
         try:
@@ -232,6 +235,7 @@ class DnsActivities:
         return HostAddresses(query.host, found)
 
     @activity.defn
+    @beating
     async def server_identity(self, query: ServerQuery) -> ServerIdentity:
         """Forward-confirmed reverse DNS of a mail server, and its sender domains, as the
         gateway demands them; each problem says what to set where. A timeout is retried."""
@@ -280,6 +284,7 @@ class DnsActivities:
         return AddressCheck(address, ptrs, host in ptrs and confirmed)
 
     @activity.defn
+    @beating
     async def apply_mx(self, change: MxChange) -> MxChangeResult:
         """One signed UPDATE, prerequisite on the whole current MX RRset (compare-and-swap)."""
         server = await self.update_server(change.zone)
@@ -336,19 +341,17 @@ class DnsActivities:
         return ServerView(str(server), ok=mx_key(mx) == mx_key(query.target), mx=list(mx_key(mx)), serial=serial)
 
     @activity.defn
+    @beating
     async def poll_authoritative(self, query: ConvergenceQuery) -> ConvergenceReport:
         """Poll every authoritative address until all serve the target set, or the window ends.
 
         An address that serves the target is not asked again: the later rounds wait only for
-        the rest (a secondary's transfer). Heartbeats every round, so a lost worker is noticed
-        within the heartbeat timeout.
+        the rest (a secondary's transfer).
         """
         servers = [parse_host_port(a, 53, "authoritative") for a in query.authoritative]
         seen: dict[HostPort, ServerView] = {}
         deadline = time.monotonic() + query.window
-        round_ = 0
         while True:
-            round_ += 1
             pending = [s for s in servers if not (s in seen and seen[s].ok)]
             seen.update(
                 zip(pending, await asyncio.gather(*(self._server_view(s, query) for s in pending)), strict=True)
@@ -356,12 +359,12 @@ class DnsActivities:
             views = [seen[s] for s in servers]
             if all(v.ok for v in views):
                 return ConvergenceReport(True, views)
-            activity.heartbeat(round_)
             if time.monotonic() + query.poll > deadline:
                 return ConvergenceReport(False, views)
             await asyncio.sleep(query.poll)
 
     @activity.defn
+    @beating
     async def observe_resolvers(self, query: ResolverQuery) -> list[ResolverView]:
         """Every configured resolver, concurrently: what it serves now and for how long."""
 

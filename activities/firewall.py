@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agent_input import Network, firewall_plan, refusing
+from activities.heartbeat import beating
 from workflows.model import FirewallChange, FirewallPlan, FirewallRules
 
 TAG = "mailmove"
@@ -246,6 +247,7 @@ class FirewallActivities:
         await self._run("-j", "-f", "-", stdin=document)
 
     @activity.defn
+    @beating
     async def open_firewall(self, plan: FirewallPlan) -> FirewallChange:
         """Make our rules exactly the plan's; nothing is touched when they already are."""
         with refusing("open_firewall"):
@@ -262,6 +264,7 @@ class FirewallActivities:
         return FirewallChange(True, added, removed, f"opened tcp/25: {len(added)} added, {len(removed)} removed")
 
     @activity.defn
+    @beating
     async def close_firewall(self, plan: FirewallPlan) -> FirewallChange:
         """Remove exactly the rules mailmove added for this server (a cancelled move); its
         networks need not be allowed ones, as nothing is opened."""

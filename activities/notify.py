@@ -21,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.dns import DnsActivities
+from activities.heartbeat import beating
 from mailmove.config import Settings
 from mailmove.names import is_address
 from mailmove.tls import tls_context
@@ -82,6 +83,7 @@ class NotifyActivities:
             await client.send_message(message)
 
     @activity.defn
+    @beating
     async def send_notice(self, notice: Notice) -> bool:
         """True once the relay accepted the message (now or on an earlier attempt)."""
         config = self.settings.notify

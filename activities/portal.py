@@ -18,6 +18,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import beating
 from mailmove.config import PortalConfig
 from mailmove.tls import tls_context
 from store.db import sessions
@@ -99,22 +100,24 @@ class PortalActivities:
         return PortalReceipt(filing.key, str(answer["id"]), str(answer.get("status", "")))
 
     @activity.defn
+    @beating
     async def file_request(self, filing: PortalFiling) -> PortalReceipt:
         return await self._file(filing)
 
     @activity.defn
+    @beating
     async def file_whitelist(self, filing: WhitelistFiling) -> int:
         """One Whitelist entry per address, each under its own idempotency key (the filing's key
-        and the address), so a retry files only what is missing; heartbeats its progress."""
-        for index, address in enumerate(filing.addresses):
+        and the address), so a retry files only what is missing."""
+        for address in filing.addresses:
             entry = PortalFiling(
                 f"{filing.key}:{address.lower()}", filing.workflow_id, "wl", address, {"domain": filing.domain}
             )
             await self._file(entry)
-            activity.heartbeat(index)
         return len(filing.addresses)
 
     @activity.defn
+    @beating
     async def request_status(self, receipt: PortalReceipt) -> str:
         try:
             response = await self.client.get(f"requests/{receipt.reference}", headers=self._headers())

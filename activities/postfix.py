@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from temporalio import activity
 
 from activities import agent_input
+from activities.heartbeat import beating
 from workflows.model import PostfixCheck, Relay
 
 # any of these makes Postfix insist on TLS to the relay
@@ -35,7 +37,7 @@ def _relayhost(value: str) -> tuple[str, int]:
         port = rest.lstrip(":") or "25"
     elif ":" in text:
         text, _, port = text.rpartition(":")
-    return text.rstrip(".").lower(), int(port) if port.isdigit() else -1
+    return text.rstrip(".").lower(), int(port) if re.fullmatch(r"[0-9]{1,5}", port) else -1  # not '²': int() refuses it
 
 
 def _excludes_old(value: str) -> bool:
@@ -67,6 +69,7 @@ class PostfixActivities:
         self.postconf = postconf
 
     @activity.defn
+    @beating
     async def check_postfix(self, relay: Relay) -> PostfixCheck:
         with agent_input.refusing("check_postfix"):
             agent_input.relay("relay", relay)

@@ -13,7 +13,6 @@ the STARTTLS check of `mailmove check --server`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
 import re
@@ -29,6 +28,7 @@ from temporalio import activity
 
 from activities import agent_input
 from activities.dns import DnsActivities
+from activities.heartbeat import beating
 from mailmove.config import SmtpConfig
 from mailmove.names import is_address
 from mailmove.tls import tls_context
@@ -91,18 +91,15 @@ def message(query: RelayTestQuery) -> bytes:
 class Dialogue:
     """One SMTP session that records each step as it happens."""
 
-    def __init__(self, query: RelayTestQuery, smtp: SmtpConfig, on_step: Callable[[SmtpStep], None]):
+    def __init__(self, query: RelayTestQuery, smtp: SmtpConfig):
         self.query = query
         self.smtp = smtp
-        self.on_step = on_step
         self.steps: list[SmtpStep] = []
         self.tls: TlsSession | None = None
         self.queue_id = ""
 
     def record(self, step: str, sent: str, code: int | None, reply: str, ok: bool) -> None:
-        entry = SmtpStep(step, sent, code, reply.strip(), ok)
-        self.steps.append(entry)
-        self.on_step(entry)
+        self.steps.append(SmtpStep(step, sent, code, reply.strip(), ok))
 
     async def command(self, step: str, sent: str, call: Awaitable) -> aiosmtplib.SMTPResponse:
         """Send one command; a 4xx or 5xx reply ends the dialogue with its verdict."""
@@ -182,7 +179,6 @@ async def run_relay_test(
     query: RelayTestQuery,
     smtp: SmtpConfig,
     resolve: Callable[[str], Awaitable[list[str]]],
-    on_step: Callable[[SmtpStep], None] = lambda step: None,
 ) -> RelayTranscript:
     """The whole test against the first of the relay's addresses that answers."""
     relay = query.relay
@@ -197,7 +193,7 @@ async def run_relay_test(
     errors = []
     last: Dialogue | None = None
     for address in addresses:
-        dialogue = Dialogue(query, smtp, on_step)
+        dialogue = Dialogue(query, smtp)
         last = dialogue
         client = aiosmtplib.SMTP(
             hostname=address,
@@ -230,7 +226,7 @@ async def run_relay_test(
     cause = "; ".join(errors) or f"{relay.host} has no address" + (
         f" of the family of {query.source}" if query.source else ""
     )
-    empty = last or Dialogue(query, smtp, on_step)
+    empty = last or Dialogue(query, smtp)
     empty.record("connect", "", None, cause, False)
     return _transcript(query, empty, "unreachable", f"could not connect to {relay}: {cause}", warnings)
 
@@ -259,22 +255,12 @@ class RelayTestActivities:
         self.relays = tuple(relays)
 
     @activity.defn
+    @beating
     async def relay_test(self, query: RelayTestQuery) -> RelayTranscript:
-        """Heartbeats every second, also while a slow relay keeps a reply back, so a lost agent
-        is noticed within the heartbeat timeout and a slow relay is not taken for one. The query
-        is checked before any connection: the agent runs as root on the mail server."""
+        """Beats also while a slow relay keeps a reply back (`beating`), so a lost agent is noticed
+        within the heartbeat timeout and a slow relay is not taken for one. The query is checked
+        before any connection: the agent runs as root on the mail server."""
         with agent_input.refusing("relay_test"):
             agent_input.relay_test_query(query, self.relays)
         query.probe_id = query.probe_id or uuid.uuid4().hex
-        steps: list[str] = []
-        beating = asyncio.create_task(_heartbeat(steps))
-        try:
-            return await run_relay_test(query, self.smtp, self.dns.addresses, on_step=lambda s: steps.append(s.step))
-        finally:
-            beating.cancel()
-
-
-async def _heartbeat(steps: list[str]) -> None:
-    while True:
-        activity.heartbeat(steps[-1] if steps else "connect")
-        await asyncio.sleep(1)
+        return await run_relay_test(query, self.smtp, self.dns.addresses)

@@ -21,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.dns import DnsActivities
+from activities.heartbeat import beating
 from mailmove.config import SmtpConfig
 from mailmove.tls import tls_context
 from workflows.model import AddressProbe, AddressReport, AddressVerdict, ProbeQuery, ProbeResult
@@ -85,7 +86,6 @@ class ProbeActivities:
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     state = "deferred" if 400 <= exc.code < 500 else "refused"
                     verdicts.append(AddressVerdict(rcpt, state, exc.code, exc.message))
-                activity.heartbeat(index)
         return verdicts
 
     async def _first_answer(self, hosts: list[str], port: int, ask: Callable[[str, str], Awaitable[T]]) -> T:
@@ -103,6 +103,7 @@ class ProbeActivities:
         raise ApplicationError("no gateway MX gave an answer: " + "; ".join(errors or ["no address found"]))
 
     @activity.defn
+    @beating
     async def probe_addresses(self, query: AddressProbe) -> AddressReport:
         """The first gateway MX that answers checks every address (quitting before DATA)."""
 
@@ -112,6 +113,7 @@ class ProbeActivities:
         return await self._first_answer(query.hosts, query.port, ask)
 
     @activity.defn
+    @beating
     async def probe_rcpt(self, query: ProbeQuery) -> ProbeResult:
         """The first host that answers decides; 4xx and unreachable hosts are retried later."""
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dashboard.app import needs, temporal
 from dashboard.auth import ROLES, Principal, issue_token, list_tokens, revoke_token
 from dashboard.listing import Filters, page_of
+from dashboard.scope import check_domain_move, check_server_move, sees
 from mailmove import control, waves
 from mailmove.config import ConfigError, parse_duration
-from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest
+from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, name_field, text_field
 from workflows.model import CancelInput, ConfirmInput, ExtendInput
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -52,7 +55,7 @@ def visible_id(request: Request, principal: Principal, text: str) -> str:
         wid = control.workflow_id(text, request.app.state.settings)
     except FieldError as exc:
         raise Problem(422, "id", exc.message) from None
-    if not principal.sees(wid.partition(":")[2]):  # the id names its domain or host
+    if not sees(principal, wid.partition(":")[2]):  # the id names its domain or host
         raise Problem(404, "id", f"no migration {wid}")
     return wid
 
@@ -152,24 +155,22 @@ class ServerMoveBody(BaseModel):
 
 
 async def start_domain(request: Request, principal: Principal, body: DomainMoveBody) -> str:
-    """Shared by the API and the page's form: validated as by the CLI, before anything starts."""
+    """Shared by the API and the page's form: every name checked against the operator's domains
+    first, then validated as by the CLI, before anything starts (both off the event loop)."""
     settings = request.app.state.settings
-    move = await control.prepare_domain_move(
-        settings,
-        DomainMoveRequest(
-            body.domain,
-            body.legacy_mx,
-            body.dns,
-            body.portal,
-            body.legacy_preference,
-            principal.name,
-            addresses_text=body.addresses,
-            no_external=body.no_external,
-            contact=body.contact,
-        ),
+    wanted = DomainMoveRequest(
+        body.domain,
+        body.legacy_mx,
+        body.dns,
+        body.portal,
+        body.legacy_preference,
+        principal.name,
+        addresses_text=body.addresses,
+        no_external=body.no_external,
+        contact=body.contact,
     )
-    if not principal.sees(move.domain):
-        raise FieldError("domain", f"{move.domain} is not one of your domains ({', '.join(principal.domains)})")
+    await asyncio.to_thread(check_domain_move, settings, principal, wanted)
+    move = await control.prepare_domain_move(settings, wanted)
     return await control.start_domain_move(await temporal(request), settings, move)
 
 
@@ -177,9 +178,9 @@ async def start_server(request: Request, principal: Principal, body: ServerMoveB
     settings = request.app.state.settings
     fields = body.model_dump()
     fields["portal_mode"] = fields.pop("portal")
-    move = await control.prepare_server_move(settings, ServerMoveRequest(**fields, actor=principal.name))
-    if not principal.sees(move.new_fqdn):
-        raise FieldError("new", f"{move.new_fqdn} is not within your domains ({', '.join(principal.domains)})")
+    wanted = ServerMoveRequest(**fields, actor=principal.name)
+    await asyncio.to_thread(check_server_move, settings, principal, wanted)
+    move = await control.prepare_server_move(settings, wanted)
     return await control.start_server_move(await temporal(request), settings, move)
 
 
@@ -211,12 +212,15 @@ async def new_token(body: TokenBody, request: Request, principal: Principal = ne
     """A token for the CLI or automation; its secret is in this answer only."""
     if body.role not in ROLES:
         raise Problem(422, "role", f"{body.role!r} is not one of {', '.join(ROLES)}")
-    if not body.name.strip():
+    try:
+        name = text_field("name", body.name)
+        domains = tuple(name_field("domains", d) for d in body.domains)
+    except FieldError as exc:
+        raise problem_of(exc) from None
+    if not name:
         raise Problem(422, "name", "whose token is it? (its actions are recorded under this name)")
-    secret = await asyncio.to_thread(
-        issue_token, request.app.state.settings, body.name.strip(), body.role, tuple(body.domains)
-    )
-    return {"id": secret.split("_")[1], "token": secret, "name": body.name, "role": body.role}
+    secret = await asyncio.to_thread(issue_token, request.app.state.settings, name, body.role, domains)
+    return {"id": secret.split("_")[1], "token": secret, "name": name, "role": body.role}
 
 
 @router.post("/tokens/{token_id}/revoke")
@@ -237,14 +241,16 @@ def install(app) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        where = first.get("loc", ())[1:] if first.get("type") != "json_invalid" else ()  # not a field: a position
+        field = ".".join(str(p) for p in where) or "body"
         return JSONResponse({"field": field, "message": first.get("msg", "invalid")}, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    async def on_http(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # also Starlette's own: an unknown path, a body that is no JSON
+    async def on_http(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 303:
             return RedirectResponse(exc.headers["Location"], status_code=303)
         field = str(exc.detail).partition(":")[0] if ":" in str(exc.detail) else ""
+        field = field or ("body" if exc.status_code == 400 else "")  # Starlette's: the body does not parse
         return JSONResponse(
             {"field": field, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
@@ -253,13 +259,18 @@ def install(app) -> None:
 async def wave_for(request: Request, principal: Principal, id: str) -> waves.WaveView:
     """A wave with only the rows this principal may see."""
     view = await act(waves.show_wave(await temporal(request), request.app.state.settings, id))
-    return view.only(principal.sees)
+    return view.only(partial(sees, principal))
+
+
+async def waves_for(request: Request, principal: Principal) -> list[dict]:
+    """The waves this principal may see: every one, or those holding a row of their domains."""
+    return await waves.list_waves(await temporal(request), partial(sees, principal) if principal.domains else None)
 
 
 @router.get("/waves")
 async def wave_list(request: Request, principal: Principal = needs("viewer")) -> list[dict]:
-    """Every wave Temporal holds, newest first."""
-    return control.jsonable(await waves.list_waves(await temporal(request)))
+    """Every wave Temporal holds, newest first (an operator limited to some domains: the waves with their rows)."""
+    return control.jsonable(await waves_for(request, principal))
 
 
 @router.get("/waves/{id}")

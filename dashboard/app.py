@@ -8,6 +8,7 @@ same Temporal updates, with the signed-in user as the actor written to the audit
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import secrets
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from temporalio.client import Client
 
 from dashboard.auth import Authenticator, Principal, check_csrf
 from dashboard.headers import SecurityHeaders
+from dashboard.limits import BodyLimit
 from dashboard.metrics import metrics_text
 from mailmove.config import Settings
 from mailmove.temporal import connect
@@ -61,10 +63,15 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         SessionMiddleware,
         secret_key=session_secret(settings),
         session_cookie="mailmove_session",
-        same_site="strict",
+        # lax: an identity provider's redirect back (a cross-site GET) must bring the login's
+        # state; a cross-site POST brings no cookie, and every POST needs the CSRF token anyway
+        same_site="lax",
         https_only=settings.dashboard.secure_cookies,
-        max_age=12 * 3600,
+        # the cookie holds pre-login state (the login form's CSRF token, OIDC's state) and then
+        # the id of the session in the store (dashboard/sessions.py), which ends it there
+        max_age=math.ceil(settings.dashboard.session_absolute),
     )
+    app.add_middleware(BodyLimit, limit=settings.dashboard.max_body, paths={"/codec/": codec.MAX_BODY})
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.oidc = oidc.client_for(settings) if settings.dashboard.oidc_issuer else None
@@ -108,15 +115,15 @@ async def temporal(request: Request) -> Client:
     return request.app.state.client
 
 
-def signed_in(request: Request) -> Principal | None:
-    return request.app.state.auth.who(request)
+async def signed_in(request: Request) -> Principal | None:
+    return await request.app.state.auth.who(request)
 
 
 def needs(role: str, html: bool = False) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the principal, who must hold `role`; a POST must also pass the CSRF check."""
 
     async def dependency(request: Request) -> Principal:
-        principal = signed_in(request)
+        principal = await signed_in(request)
         if principal is None:
             if html:
                 raise HTTPException(303, headers={"Location": f"/login?next={request.url.path}"})

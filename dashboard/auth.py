@@ -1,28 +1,32 @@
 """Who is asking: API tokens (CLI, automation, the login token of `mailmove up`), a reverse
-proxy's identity header (only when configured, only from the trusted proxies), or the signed
-session cookie a login leaves. Roles: viewer < operator < admin; an operator may be limited
-to the domains they administer, and then sees and acts on those alone.
+proxy's identity header (only when configured, only when the connection itself comes from a
+trusted proxy), or a session in the store that a login opened (dashboard/sessions.py). Roles:
+viewer < operator < admin; an operator may be limited to the domains they administer, and then
+sees and acts on those alone.
 
-Tokens are random, shown once, and kept only as SHA-256 digests. Every POST that rides on
-the cookie must carry the session's CSRF token (form field `csrf` or header `X-CSRF-Token`).
+Tokens are random, shown once, and kept only as SHA-256 digests; the one-time login tokens
+expire. Every POST that rides on the cookie must carry the session's CSRF token (form field
+`csrf` or header `X-CSRF-Token`), which a login makes anew.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select, update
 
+from dashboard.sessions import SESSION_KEY, Visit, digest, resume, visit_of
 from mailmove.config import Settings
 from store.db import ready
-from store.models import ApiToken
+from store.models import ApiToken, DashboardSession
 
 ROLES = ("viewer", "operator", "admin")
+LOGIN_TOKEN = "admin (one-time login token)"  # the name of the tokens `mailmove up` prints
 
 
 @dataclass(frozen=True)
@@ -35,48 +39,73 @@ class Principal:
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
 
-    def sees(self, subject: str) -> bool:
-        """A domain, or a host within it."""
-        return not self.domains or any(subject == d or subject.endswith("." + d) for d in self.domains)
 
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def issue_token(settings: Settings, name: str, role: str, domains: tuple[str, ...] = (), once: bool = False) -> str:
-    """A new token; its secret is returned here and never again."""
+def issue_token(
+    settings: Settings,
+    name: str,
+    role: str,
+    domains: tuple[str, ...] = (),
+    once: bool = False,
+    ttl: float | None = None,
+) -> str:
+    """A new token, valid for `ttl` seconds if given; its secret is returned here and never again."""
     if role not in ROLES:
         raise ValueError(f"role: {role!r} is not one of {', '.join(ROLES)}")
     token_id = secrets.token_hex(8)
     secret = f"mm_{token_id}_{secrets.token_urlsafe(32)}"
+    now = datetime.now(UTC)
     with ready(settings.database.url).begin() as session:
         session.add(
             ApiToken(
                 id=token_id,
-                digest=_digest(secret),
+                digest=digest(secret),
                 name=name,
                 role=role,
                 domains=list(domains),
                 once=once,
-                created_at=datetime.now(UTC),
+                created_at=now,
                 revoked=False,
+                expires_at=None if ttl is None else now + timedelta(seconds=ttl),
             )
         )
     return secret
+
+
+def issue_login_token(settings: Settings) -> str:
+    """The one-time admin token of the link `mailmove up` prints, valid for
+    `dashboard.login_token_ttl`; the earlier ones that nobody used are revoked, so only the
+    latest link works."""
+    with ready(settings.database.url).begin() as session:
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.name == LOGIN_TOKEN, ApiToken.once.is_(True), ApiToken.used_at.is_(None))
+            .values(revoked=True)
+        )
+    return issue_token(settings, LOGIN_TOKEN, "admin", once=True, ttl=settings.dashboard.login_token_ttl)
+
+
+def token_id_of(secret: str) -> str:
+    """The public part of a token's secret `mm_<id>_<random>`: its row's id."""
+    return secret.split("_")[1]
 
 
 def check_token(settings: Settings, secret: str) -> Principal | None:
     parts = secret.split("_")
     if len(parts) < 3 or parts[0] != "mm":
         return None
+    now = datetime.now(UTC)
+    live = select(ApiToken).where(
+        ApiToken.id == parts[1],
+        ApiToken.revoked.is_(False),
+        or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+    )
     with ready(settings.database.url).begin() as session:
-        row = session.get(ApiToken, parts[1])
-        if row is None or row.revoked or not hmac.compare_digest(row.digest, _digest(secret)):
+        row = session.scalar(live)
+        if row is None or not hmac.compare_digest(row.digest, digest(secret)):
             return None
         if row.once and row.used_at is not None:
             return None
-        row.used_at = datetime.now(UTC)
+        row.used_at = now
         return Principal(row.name, row.role, tuple(row.domains or ()), via="token")
 
 
@@ -92,6 +121,7 @@ def list_tokens(settings: Settings) -> list[dict]:
                 "once": r.once,
                 "created_at": r.created_at,
                 "used_at": r.used_at,
+                "expires_at": r.expires_at,
                 "revoked": r.revoked,
             }
             for r in rows
@@ -99,11 +129,13 @@ def list_tokens(settings: Settings) -> list[dict]:
 
 
 def revoke_token(settings: Settings, token_id: str) -> bool:
+    """Revoked, and every session its login opened ended with it."""
     with ready(settings.database.url).begin() as session:
         row = session.get(ApiToken, token_id)
         if row is None:
             return False
         row.revoked = True
+        session.execute(delete(DashboardSession).where(DashboardSession.origin == token_id))
         return True
 
 
@@ -111,19 +143,38 @@ def revoke_token(settings: Settings, token_id: str) -> bool:
 class Authenticator:
     settings: Settings
 
-    def who(self, request: Request) -> Principal | None:
+    async def who(self, request: Request) -> Principal | None:
+        """Looked up once a request (the store off the event loop); a session found is kept
+        for the request's CSRF check and flash (`visit_of`)."""
+        if not hasattr(request.state, "principal"):
+            request.state.principal, request.state.visit = await self._find(request)
+        return request.state.principal
+
+    async def _find(self, request: Request) -> tuple[Principal | None, Visit | None]:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
-            return check_token(self.settings, auth[7:].strip())
+            return await asyncio.to_thread(check_token, self.settings, auth[7:].strip()), None
         d = self.settings.dashboard
+        # the connection's own peer: uvicorn runs without proxy_headers (serve.py), so no
+        # X-Forwarded-For has rewritten it
         if d.proxy_header and request.client and request.client.host in d.trusted_proxies:
             name = request.headers.get(d.proxy_header, "").strip()
             if name:
-                return Principal(name, d.roles.get(name, "viewer"), tuple(d.operator_domains.get(name, ())), "proxy")
-        user = request.session.get("user")
-        if user:
-            return Principal(user["name"], user["role"], tuple(user.get("domains", ())), "session")
-        return None
+                return Principal(name, *d.grant(name), via="proxy"), None
+        session_id = request.session.get(SESSION_KEY)
+        if not session_id:
+            return None, None
+        polled = request.headers.get("hx-request") == "true"  # htmx only refreshes, never acts
+        visit = await asyncio.to_thread(resume, self.settings, session_id, not polled)
+        if visit is None:  # ended: the cookie forgets it
+            del request.session[SESSION_KEY]
+            return None, None
+        return Principal(visit.name, visit.role, visit.domains, "session"), visit
+
+
+def principal_of(request: Request) -> Principal | None:
+    """Whom `Authenticator.who` found in this request (None if it was not asked)."""
+    return getattr(request.state, "principal", None)
 
 
 def local_path(target: str) -> str:
@@ -132,7 +183,11 @@ def local_path(target: str) -> str:
 
 
 def csrf_token(request: Request) -> str:
-    """The session's CSRF token, made on first use."""
+    """The CSRF token of the request's session (made at its login); without one (the login form,
+    a proxy's user), the signed cookie's, made on first use."""
+    visit = visit_of(request)
+    if visit is not None:
+        return visit.csrf
     token = request.session.get("csrf")
     if not token:
         token = secrets.token_urlsafe(24)
@@ -144,11 +199,11 @@ async def check_csrf(request: Request, principal: Principal) -> None:
     """A token-authenticated call carries no cookie, so it cannot be forged cross-site."""
     if principal.via == "token":
         return
-    expected = request.session.get("csrf", "")
+    expected = csrf_token(request)
     given = request.headers.get("x-csrf-token", "")
     if not given and request.headers.get("content-type", "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")
     ):
         given = str((await request.form()).get("csrf", ""))
-    if not expected or not hmac.compare_digest(expected, given):
+    if not hmac.compare_digest(expected.encode(), given.encode()):  # bytes: `given` may be any text
         raise HTTPException(403, "csrf: the form's CSRF token is missing or wrong; reload the page")

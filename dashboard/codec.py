@@ -73,8 +73,8 @@ async def body_of(request: Request) -> Payloads:
     return payloads
 
 
-def allowed(request: Request, role: str) -> Principal:
-    principal = signed_in(request)
+async def allowed(request: Request, role: str) -> Principal:
+    principal = await signed_in(request)
     if principal is None:
         raise HTTPException(401, "not signed in: use a token (Authorization: Bearer) or log in to the dashboard")
     if not principal.can(role) or principal.domains:
@@ -85,7 +85,7 @@ def allowed(request: Request, role: str) -> Principal:
 async def answer(request: Request, role: str, decode: bool) -> Response:
     headers = cors_headers(request)
     try:
-        allowed(request, role)
+        await allowed(request, role)
         payloads = await body_of(request)
         codec = codec_of(request)
         try:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from dashboard.auth import Principal
+from dashboard.scope import comparable
 from mailmove.config import Settings
 from store.db import ready
 from store.models import Migration
@@ -42,9 +43,13 @@ class Page:
 
 
 def _visible(query, principal: Principal):
+    """The moves of the principal's domains and of hosts within them (as `scope.sees` decides)."""
     if not principal.domains:
         return query
-    return query.where(or_(*(or_(Migration.subject == d, Migration.subject.like(f"%.{d}")) for d in principal.domains)))
+    domains = map(comparable, principal.domains)
+    return query.where(
+        or_(*(or_(Migration.subject == d, Migration.subject.endswith("." + d, autoescape=True)) for d in domains))
+    )
 
 
 def page_of(settings: Settings, principal: Principal, f: Filters) -> Page:

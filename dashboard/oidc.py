@@ -1,7 +1,8 @@
 """OIDC login (authlib), for production: the authorization code flow against the configured
 issuer, the ID token checked (signature by the issuer's JWKS, audience, nonce, expiry). The
 user's name is the configured claim; the role and domains come from `dashboard.roles` and
-`dashboard.operator_domains` (default: viewer)."""
+`dashboard.operator_domains` (default: viewer), read again at each request of the session the
+login opens (dashboard/sessions.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from authlib.deprecate import AuthlibDeprecationWarning  # which sets its filter
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
-from dashboard.auth import local_path
+from dashboard.auth import Principal, local_path
+from dashboard.sessions import OIDC, sign_in
 from mailmove.config import Settings
 
 # authlib's notice about its own httpx module is not the postmaster's to act on
@@ -54,10 +56,6 @@ async def oidc_callback(request: Request):
     name = str(claims.get(settings.dashboard.oidc_name_claim) or claims.get("sub") or "")
     if not name:
         raise HTTPException(401, "oidc: the ID token names no user")
-    d = settings.dashboard
-    request.session["user"] = {
-        "name": name,
-        "role": d.roles.get(name, "viewer"),
-        "domains": list(d.operator_domains.get(name, ())),
-    }
-    return RedirectResponse(request.session.pop("next", "/"), status_code=303)
+    target = request.session.pop("next", "/")
+    await sign_in(request, Principal(name, *settings.dashboard.grant(name)), OIDC)
+    return RedirectResponse(target, status_code=303)

@@ -4,6 +4,7 @@ the detail in place (`?partial=1` renders the fragment alone)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -25,11 +26,13 @@ from dashboard.api import (
     start_server,
     visible_id,
     wave_for,
+    waves_for,
 )
-from dashboard.app import HERE, HTMX, needs, signed_in, temporal
-from dashboard.auth import Principal, check_token, csrf_token, local_path
+from dashboard.app import HERE, HTMX, needs, temporal
+from dashboard.auth import Principal, check_token, csrf_token, local_path, principal_of, token_id_of
 from dashboard.listing import Filters, page_of
-from mailmove import control, waves
+from dashboard.sessions import flash, flashed, sign_in, sign_out
+from mailmove import control
 from mailmove.render import swaks
 from workflows.model import DOMAIN_STAGES, SERVER_STAGES, MoveState
 
@@ -40,7 +43,7 @@ STATES = [s.value for s in MoveState]
 
 
 def render(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
-    context |= {"principal": signed_in(request), "csrf": csrf_token(request), "htmx": HTMX}
+    context |= {"principal": principal_of(request), "csrf": csrf_token(request), "htmx": HTMX}
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
@@ -57,14 +60,14 @@ async def login(request: Request, token: str = Form(""), next: str = Form("/"), 
     principal = await asyncio.to_thread(check_token, request.app.state.settings, token.strip())
     if principal is None:
         return render(request, "login.html", 401, next=next, token="", oidc=bool(request.app.state.oidc),
-                      error="token: unknown, revoked or used up")  # fmt: skip
-    request.session["user"] = {"name": principal.name, "role": principal.role, "domains": list(principal.domains)}
+                      error="token: unknown, revoked, expired or used up")  # fmt: skip
+    await sign_in(request, principal, token_id_of(token.strip()))
     return RedirectResponse(local_path(next), status_code=303)
 
 
 @router.post("/logout")
 async def logout(request: Request, principal: Principal = needs("viewer", html=True)):
-    request.session.clear()
+    await sign_out(request)
     return RedirectResponse("/login", status_code=303)
 
 
@@ -95,7 +98,6 @@ async def detail(
     id: str,
     request: Request,
     partial: bool = False,
-    result: str = "",
     principal: Principal = needs("viewer", html=True),
 ) -> HTMLResponse:
     try:
@@ -103,18 +105,27 @@ async def detail(
         shown = await act(control.show(await temporal(request), request.app.state.settings, wid))
     except Problem as exc:
         return render(request, "error.html", exc.status, message=exc.message)
-    return render(request, "_detail.html" if partial else "detail.html", wid=wid, shown=shown, result=result, error="")
+    if partial:  # the refresh leaves the flash alone
+        return render(request, "_detail.html", wid=wid, shown=shown)
+    return render(request, "detail.html", wid=wid, shown=shown, result=await flashed(request), error="")
 
 
-async def _after(request: Request, wid: str, call) -> HTMLResponse | RedirectResponse:
-    """The action's result shown at once on the detail page; an error, with its field, too."""
+async def _after(request: Request, principal: Principal, wid: str, call) -> HTMLResponse | RedirectResponse:
+    """The action's result shown at once on the detail page (a flash in the session, never the
+    URL, so no link can put words there); an error, with its field, too: on the move's page
+    only when this principal may see the move (else the error alone, as for an unknown id)."""
     try:
         result = await call
     except Problem as exc:
-        shown = await control.show(await temporal(request), request.app.state.settings, wid)
         error = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        try:
+            wid = visible_id(request, principal, wid)
+            shown = await act(control.show(await temporal(request), request.app.state.settings, wid))
+        except Problem:
+            return render(request, "error.html", exc.status, message=error)
         return render(request, "detail.html", exc.status, wid=wid, shown=shown, result="", error=error)
-    return RedirectResponse(f"/migrations/{wid}?result={quote(result['result'])}", status_code=303)
+    await flash(request, result["result"])
+    return RedirectResponse(f"/migrations/{wid}", status_code=303)
 
 
 @router.post("/migrations/{id}/confirm")
@@ -127,7 +138,7 @@ async def confirm_form(
     principal: Principal = needs("operator", html=True),
 ):
     body = ConfirmBody(stage=stage, note=note, lost=lost.replace(",", " ").split())
-    return await _after(request, id, confirm(id, body, request, principal))
+    return await _after(request, principal, id, confirm(id, body, request, principal))
 
 
 @router.post("/migrations/{id}/extend")
@@ -138,14 +149,16 @@ async def extend_form(
     note: str = Form(""),
     principal: Principal = needs("operator", html=True),
 ):
-    return await _after(request, id, extend(id, ExtendBody(duration=duration, note=note), request, principal))
+    return await _after(
+        request, principal, id, extend(id, ExtendBody(duration=duration, note=note), request, principal)
+    )
 
 
 @router.post("/migrations/{id}/cancel")
 async def cancel_form(
     id: str, request: Request, note: str = Form(""), principal: Principal = needs("operator", html=True)
 ):
-    return await _after(request, id, cancel(id, CancelBody(note=note), request, principal))
+    return await _after(request, principal, id, cancel(id, CancelBody(note=note), request, principal))
 
 
 @router.get("/start")
@@ -153,15 +166,24 @@ async def start_form(request: Request, principal: Principal = needs("operator", 
     return render(request, "start.html", error="", values={})
 
 
+_NUMBER = re.compile(r"[0-9]{1,5}")  # a preference (0-65535): ASCII digits, so int() takes it
+
+
+async def texts_of(request: Request) -> dict[str, str]:
+    """A start form's text fields (a file sent in their place is left out: it is no value)."""
+    return {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+
+
 @router.post("/start/domain")
 async def start_domain_form(request: Request, principal: Principal = needs("operator", html=True)):
-    form = dict(await request.form())
+    form = await texts_of(request)
+    preference = form.get("legacy_preference", "")
     body = DomainMoveBody(
         domain=form.get("domain", ""),
         legacy_mx=form.get("legacy_mx", ""),
         dns=form.get("dns", "rfc2136"),
         portal=form.get("portal", ""),
-        legacy_preference=int(form["legacy_preference"]) if form.get("legacy_preference", "").isdigit() else None,
+        legacy_preference=int(preference) if _NUMBER.fullmatch(preference) else None,
         addresses=form.get("addresses", ""),
         no_external=form.get("no_external") == "on",
         contact=form.get("contact", ""),
@@ -171,8 +193,7 @@ async def start_domain_form(request: Request, principal: Principal = needs("oper
 
 @router.post("/start/server")
 async def start_server_form(request: Request, principal: Principal = needs("operator", html=True)):
-    form = await request.form()
-    values = dict(form)
+    values = await texts_of(request)
     body = ServerMoveBody(
         old=values.get("old", ""),
         new=values.get("new", ""),
@@ -196,12 +217,13 @@ async def _started(request: Request, values: dict, call):
     except Problem as exc:
         error = f"{exc.field}: {exc.message}" if exc.field else exc.message
         return render(request, "start.html", exc.status, error=error, values=values)
-    return RedirectResponse(f"/migrations/{wid}?result={quote('started')}", status_code=303)
+    await flash(request, "started")
+    return RedirectResponse(f"/migrations/{wid}", status_code=303)
 
 
 @router.get("/waves")
 async def wave_list(request: Request, principal: Principal = needs("viewer", html=True)) -> HTMLResponse:
-    return render(request, "waves.html", waves=await waves.list_waves(await temporal(request)))
+    return render(request, "waves.html", waves=await waves_for(request, principal))
 
 
 @router.get("/waves/{id}")

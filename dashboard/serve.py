@@ -1,5 +1,9 @@
 """The dashboard on uvicorn: inside `mailmove up`, in the same event loop as the worker and
-stopped with it, or alone (`mailmove dashboard`), stopped by SIGTERM or SIGINT."""
+stopped with it, or alone (`mailmove dashboard`), stopped by SIGTERM or SIGINT.
+
+uvicorn runs without `proxy_headers`: the client address the app sees is the connection's own
+peer, never what an `X-Forwarded-For` claims, so `dashboard.trusted_proxies` is checked against
+the address a proxy really connects from."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import uvicorn
 from temporalio.client import Client
 
 from dashboard.app import create_app
-from dashboard.auth import issue_token
+from dashboard.auth import issue_login_token
 from mailmove.config import Settings
 from mailmove.inputs import FieldError
 
@@ -25,11 +29,18 @@ class _Embedded(uvicorn.Server):
 
 @asynccontextmanager
 async def serving(settings: Settings, client: Client | None, login: bool = True) -> AsyncIterator[str]:
-    """Serve until the block ends; yields the one-time login URL (a fresh admin token), or ""
-    without `login` (a production dashboard behind OIDC or a proxy prints no credential)."""
+    """Serve until the block ends; yields the one-time login URL (a fresh admin token, valid for
+    `dashboard.login_token_ttl`; the earlier unused ones are revoked), or "" without `login` (a
+    production dashboard behind OIDC or a proxy prints no credential)."""
     listen = settings.dashboard.listen
     server = _Embedded(
-        uvicorn.Config(create_app(settings, client), host=listen.host, port=listen.port, log_level="warning")
+        uvicorn.Config(
+            create_app(settings, client),
+            host=listen.host,
+            port=listen.port,
+            log_level="warning",
+            proxy_headers=False,
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -38,7 +49,7 @@ async def serving(settings: Settings, client: Client | None, login: bool = True)
         await asyncio.sleep(0.02)
     url = ""
     if login:
-        token = await asyncio.to_thread(issue_token, settings, "admin (one-time login token)", "admin", (), True)
+        token = await asyncio.to_thread(issue_login_token, settings)
         url = f"http://{listen}/login?token={token}"
     try:
         yield url

@@ -17,6 +17,12 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailmove.names import BadName, to_alabel
 
+# Entries a list may hold. The move carries its list in Temporal payloads, each of which must stay
+# under Temporal's 2 MB limit: the workflow input (~45 bytes an address), and the gateway probe's
+# report and the move's status, each address with its state and the gateway's reply (~200 bytes).
+# 5,000 keeps the largest near 1 MB.
+MAX_ADDRESSES = 5000
+
 
 @dataclass
 class AddressList:
@@ -54,17 +60,28 @@ def read_addresses(path: Path, domain: str, internal_only: tuple[str, ...] = ("r
     """The addresses of `domain` in the file at `path` (see `parse_addresses`)."""
     try:
         text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        return AddressList(errors=[f"{path}: cannot be read: {exc}"])
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the name (a wave's cell)
+        return AddressList(errors=[f"{str(path)!r}: cannot be read: {exc}"])
     return parse_addresses(text, path.name, domain, internal_only)
 
 
+def listed_domains(text: str, domain: str) -> set[str]:
+    """The domain part of every entry of `text` as written, nothing checked: what an operator's
+    domains are compared with before the list is validated."""
+    keys = (_key(line, domain)[0] for _, line in logical_lines(text))
+    return {key.rpartition("@")[2] for key in keys if "@" in key}
+
+
 def parse_addresses(text: str, name: str, domain: str, internal_only: tuple[str, ...] = ("root",)) -> AddressList:
-    """The addresses of `domain` in `text`; local parts in `internal_only` need no entry."""
+    """The addresses of `domain` in `text`; local parts in `internal_only` need no entry. More
+    than `MAX_ADDRESSES` entries is one error, found before any entry is checked."""
     result = AddressList()
     domain = to_alabel(domain)
     seen: set[str] = set()
-    for number, line in logical_lines(text):
+    lines = logical_lines(text)
+    if len(lines) > MAX_ADDRESSES:
+        return AddressList(errors=[f"{name}: {len(lines)} entries, more than the {MAX_ADDRESSES} a move may list"])
+    for number, line in lines:
         where = f"{name}:{number}"
         key, internal = _key(line, domain)
         if key.startswith("@"):

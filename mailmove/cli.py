@@ -580,7 +580,8 @@ def confirm_(
     note: str = typer.Option("", "--note", help="recorded in the history"),
     lost: list[str] = typer.Option([], "--lost", help="a refused address accepted as lost (repeat)"),
 ) -> None:
-    """Confirm a stage that waits for a person (or retry a stage that failed)."""
+    """Confirm a stage that waits for a person (or retry a stage that failed); at await_registration
+    with refused addresses, check them again now and print the result."""
 
     async def work(settings: Settings) -> None:
         client = await client_for(settings)

@@ -7,6 +7,7 @@ file path and key names, the portal credential's file or environment variable.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -54,7 +55,8 @@ def parse_host_port(value: str, default_port: int, key: str) -> HostPort:
         host, port = text, None
     if not host:
         raise ConfigError(key, f"{value!r} has no host")
-    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+    # ASCII digits only: str.isdigit() admits '²', which int() refuses (found by tests/security/test_fuzz_inputs.py)
+    if port is not None and not (re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536):
         raise ConfigError(key, f"{value!r} has no valid port")
     return HostPort(host, int(port) if port else default_port)
 
@@ -63,15 +65,45 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
+MAX_DURATION = 100 * 365 * 86400.0  # a century: longer is a typo, and `inf` or 1e20 s would break every timer
+
+
 def parse_duration(value: Any, key: str) -> float:
-    """Seconds from a number or a string such as `90s`, `15m`, `1h30m`, `14d`."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    text = str(value).strip().replace(" ", "")
-    parts = list(_DURATION.finditer(text))
-    if not text or "".join(p.group(0) for p in parts) != text:
-        raise ConfigError(key, f"{value!r} is not a duration (e.g. 90s, 15m, 2h, 14d)")
-    return sum(float(p.group(1)) * _UNIT[p.group(2)] for p in parts)
+    """Seconds from a number or a string such as `90s`, `15m`, `1h30m`, `14d`; at most a century."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value) if 0 <= value <= MAX_DURATION else math.nan  # nan: also for TOML's nan and inf
+    else:
+        text = str(value).strip().replace(" ", "")
+        parts = list(_DURATION.finditer(text))
+        if not text or "".join(p.group(0) for p in parts) != text:
+            raise ConfigError(key, f"{value!r} is not a duration (e.g. 90s, 15m, 2h, 14d)")
+        seconds = sum(float(p.group(1)) * _UNIT[p.group(2)] for p in parts)
+    if not seconds <= MAX_DURATION:
+        raise ConfigError(key, f"{str(value)[:40]!r} is not a duration from 0 to a century (e.g. 90s, 15m, 14d)")
+    return seconds
+
+
+def _positive_duration(value: Any, key: str) -> float:
+    seconds = parse_duration(value, key)
+    if seconds <= 0:
+        raise ConfigError(key, f"{value!r} is no time at all: give a duration such as 30m")
+    return seconds
+
+
+_SIZE = re.compile(r"([0-9]{1,12})\s*(k|kb|kib|m|mb|mib|g|gb|gib)?", re.I)
+
+
+def parse_size(value: Any, key: str, low: int = 1024, high: int = 1 << 30) -> int:
+    """Bytes from a whole number or a string such as `512k`, `1M`, `1 MiB` (k, M, G are powers of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif m := _SIZE.fullmatch(str(value).strip()):
+        size = int(m.group(1)) * 1024 ** " kmg".index((m.group(2) or " ")[0].lower())
+    else:
+        raise ConfigError(key, f"{str(value)[:60]!r} is not a size such as 1048576, 512k or 1M")
+    if not low <= size <= high:
+        raise ConfigError(key, f"{size} bytes is not from {low} to {high}")
+    return size
 
 
 @dataclass(frozen=True)
@@ -292,12 +324,21 @@ class DashboardConfig:
     # empty: the embedded UI of `mailmove up`
     codec_origins: tuple[str, ...] = ()
     session_secret_file: str = ""  # empty: var/dashboard-secret, made on first start
+    max_body: int = 1 << 20  # a request body larger than this is refused (413) before it is read
+    # a browser session ends after this long unused, and this long after its login in any case
+    session_idle: float = 2 * 3600.0
+    session_absolute: float = 12 * 3600.0
+    login_token_ttl: float = 3600.0  # the one-time login token of `mailmove up` expires unused after this
     # OIDC login (production): the issuer, this client, its secret by reference
     oidc_issuer: str = ""
     oidc_client_id: str = ""
     oidc_client_secret_env: str = ""
     oidc_client_secret_file: str = ""
     oidc_name_claim: str = "preferred_username"
+
+    def grant(self, name: str) -> tuple[str, tuple[str, ...]]:
+        """The role and domains this configuration gives a proxy or OIDC user (default: viewer)."""
+        return self.roles.get(name, "viewer"), tuple(self.operator_domains.get(name, ()))
 
     def oidc_secret(self) -> str:
         if self.oidc_client_secret_file:
@@ -367,6 +408,18 @@ def _networks(value: Any, key: str) -> tuple[str, ...]:
     return texts
 
 
+def _no_nul(value: Any, key: str) -> None:
+    """A NUL in any value is refused up front: paths, commands and names all end at it in C."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for v in value:
+            _no_nul(v, key)
+    elif isinstance(value, str) and "\x00" in value:
+        raise ConfigError(key, "holds a NUL character")
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -407,6 +460,7 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
     """Typed settings from a parsed TOML document; relative paths are relative to `base`."""
     d = Settings()
     _check_keys(raw, set(SECTIONS), "config")
+    _no_nul(raw, "")
 
     t = _table(raw, "temporal")
     _check_keys(t, {f.name for f in fields(TemporalConfig)}, "temporal")
@@ -567,6 +621,11 @@ def parse_settings(raw: dict, base: Path = Path("."), source: Path | None = None
             )
         ),
         session_secret_file=_resolve_path(str(dash.get("session_secret_file", "")), base),
+        max_body=parse_size(dash.get("max_body", d.dashboard.max_body), "dashboard.max_body"),
+        **{
+            key: _positive_duration(dash.get(key, getattr(d.dashboard, key)), f"dashboard.{key}")
+            for key in ("session_idle", "session_absolute", "login_token_ttl")
+        },
         oidc_issuer=str(dash.get("oidc_issuer", "")),
         oidc_client_id=str(dash.get("oidc_client_id", "")),
         oidc_client_secret_env=str(dash.get("oidc_client_secret_env", "")),
@@ -645,9 +704,11 @@ def environment_overrides(raw: dict, environ: dict[str, str]) -> dict:
             continue  # not configuration (MAILMOVE_USER, say)
         try:
             parsed = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (ValueError, RecursionError):  # not TOML (RecursionError: `[[[[...` deeper than the reader goes)
             parsed = value
-        merged.setdefault(section, {})[key] = parsed
+        if not isinstance(merged.setdefault(section, {}), dict):
+            raise ConfigError(section, f"must be a table (the file makes it a value, and {name} sets a key in it)")
+        merged[section][key] = parsed
     return merged
 
 
@@ -660,9 +721,11 @@ def load_settings(path: str | Path | None = None, environ: dict[str, str] | None
         return parse_settings(environment_overrides({}, environ), Path.cwd())
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("--config", f"{path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except OSError as exc:
+        raise ConfigError("--config", f"{path} cannot be read: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:  # TOML's errors, not UTF-8, a NUL in the name; nested too deeply
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
     return parse_settings(environment_overrides(raw, environ), path.resolve().parent, path.resolve())

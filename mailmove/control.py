@@ -23,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from checks.report import DomainCheckQuery, Report, ServerCheckQuery
 from mailmove.config import Settings
 from mailmove.inputs import (
+    NOTE_LIMIT,
     DomainMoveRequest,
     FieldError,
     ServerMoveRequest,
@@ -31,6 +32,7 @@ from mailmove.inputs import (
     domain_move_input,
     name_field,
     server_move_input,
+    text_field,
 )
 from store.db import ready
 from store.models import Migration as StoredMigration
@@ -105,15 +107,17 @@ async def run_check(
 
 
 async def prepare_domain_move(settings: Settings, request: DomainMoveRequest) -> DomainMoveInput:
-    """The validated workflow input; FieldError names what is wrong. Nothing is started."""
-    move = domain_move_input(settings, request)
+    """The validated workflow input; FieldError names what is wrong. Nothing is started. The
+    checks run in a thread: a list of thousands of addresses takes a while, and the dashboard
+    and the worker of `mailmove up` share this event loop."""
+    move = await asyncio.to_thread(domain_move_input, settings, request)
     await check_reachable(settings, move.portal_mode, move.domain, move.dns_mode)
     return move
 
 
 async def prepare_server_move(settings: Settings, request: ServerMoveRequest) -> ServerMoveInput:
     """The validated workflow input; FieldError names what is wrong. Nothing is started."""
-    move = server_move_input(settings, request)
+    move = await asyncio.to_thread(server_move_input, settings, request)
     await check_reachable(settings, move.portal_mode)
     return move
 
@@ -245,16 +249,21 @@ async def _update(handle: WorkflowHandle, update: Any, arg: Any) -> str:
         raise
 
 
+def _noted(request: Any) -> Any:
+    """The request with its note checked as free text (it goes to the audit history and the status)."""
+    return dataclasses.replace(request, note=text_field("note", request.note, NOTE_LIMIT))
+
+
 async def confirm(client: Client, wid: str, request: ConfirmInput) -> str:
-    return await _update(client.get_workflow_handle(wid), Migration.confirm, request)
+    return await _update(client.get_workflow_handle(wid), Migration.confirm, _noted(request))
 
 
 async def extend(client: Client, wid: str, request: ExtendInput) -> str:
-    return await _update(client.get_workflow_handle(wid), Migration.extend, request)
+    return await _update(client.get_workflow_handle(wid), Migration.extend, _noted(request))
 
 
 async def cancel(client: Client, wid: str, request: CancelInput) -> str:
-    return await _update(client.get_workflow_handle(wid), Migration.cancel, request)
+    return await _update(client.get_workflow_handle(wid), Migration.cancel, _noted(request))
 
 
 @dataclass

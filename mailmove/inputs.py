@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import unicodedata
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,13 @@ from workflows.model import RELAY_SCOPES, DomainMoveInput, Relay, RelayTestQuery
 
 DNS_MODES = ("rfc2136", "centre")
 PORTAL_MODES = ("manual", "http")
+TEXT_LIMIT = 200  # characters of a name-like free text: an institution, a token's name
+NOTE_LIMIT = 2000  # characters of a note on a confirm, extend or cancel
+TUID_LIMIT = 32
+# control, format (bidi overrides, zero-width), surrogate, private-use and unassigned
+# characters, and the line and paragraph separators
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+_MARKUP = "<>"
 
 
 class FieldError(ValueError):
@@ -66,6 +74,23 @@ class ServerMoveRequest:
     agent: bool = True  # a host agent runs on the new server (`mailmove worker --host NEW`)
     portal_mode: str = ""
     actor: str = ""
+
+
+def text_field(field: str, text: str, limit: int = TEXT_LIMIT) -> str:
+    """`text` without surrounding blanks if it is one line of printable characters, without
+    markup, at most `limit` long; else a FieldError naming `field`. Free text goes to the
+    centre's portal (a line break could add a field or a header), the audit history, e-mail,
+    the pages and the terminal; what none of them needs is refused rather than mended."""
+    value = text.strip()
+    if len(value) > limit:
+        raise FieldError(field, f"is {len(value)} characters long, more than {limit}")
+    for position, char in enumerate(value, start=1):
+        if unicodedata.category(char) in _UNPRINTABLE:
+            what = "a line break" if char in "\r\n\u2028\u2029\x85" else "a control or invisible character"
+            raise FieldError(field, f"holds {what} (U+{ord(char):04X}) at position {position}: one line of text")
+        if char in _MARKUP:
+            raise FieldError(field, f"holds {char!r} at position {position}: no markup")
+    return value
 
 
 def name_field(field: str, text: str) -> str:
@@ -159,8 +184,8 @@ def server_move_input(settings: Settings, request: ServerMoveRequest) -> ServerM
         raise FieldError("portal", f"{portal_mode!r} is not one of {', '.join(PORTAL_MODES)}")
     senders = [name_field("sender_domain", d) for d in request.sender_domains]
     entry = TslEntry(
-        institution=request.institution.strip(),
-        admins=[a.strip() for a in request.admins if a.strip()],
+        institution=text_field("institution", request.institution),
+        admins=[text_field("admin", a, TUID_LIMIT) for a in request.admins if a.strip()],
         contact=_mailbox("contact", request.contact) if request.contact else "",
         sender_domains=senders,
     )

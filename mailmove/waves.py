@@ -17,14 +17,16 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.converter import AdvancedJSONEncoder
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from mailmove.addresses import MAX_ADDRESSES
 from mailmove.config import Settings
 from mailmove.control import jsonable
 from mailmove.inputs import (
@@ -50,6 +52,13 @@ SERVER_COLUMNS = {
     "sender_domains", "mail_from", "rcpt", "send", "agent", "portal",
 }  # fmt: skip
 FINISHED = ("done", "failed", "cancelled")
+# Rows a wave may hold: its workflow records about 11 history events a row (child start, its
+# end, the pacing timer, workflow tasks) and Temporal ends a history at 51,200 events; its
+# status (every row's progress, ~200 bytes) stays far below the 2 MB a query may answer.
+MAX_ROWS = 2000
+# Whitelist addresses in all of a wave's rows: the workflow reads its rows 100 at a time, one
+# activity result each, which must stay under Temporal's 2 MB (~45 bytes an address).
+MAX_WAVE_ADDRESSES = 4 * MAX_ADDRESSES
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|min|h|hour))?\s*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -57,10 +66,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 def parse_rate(text: str) -> float:
     """Starts a minute from `30/min`, `0.5/s`, `100/h` or a bare number (a minute)."""
     match = _RATE.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise FieldError("--rate", f"{text!r} is not a rate such as 30/min, 1/s or 100/h")
-    per = {"s": 60, "sec": 60, "h": 1 / 60, "hour": 1 / 60}.get(match.group(2) or "min", 1)
-    return float(match.group(1)) * per
+    per = {"s": 60, "sec": 60, "h": 1 / 60, "hour": 1 / 60}.get(match.group(2) or "min", 1) if match else 0
+    per_minute = float(match.group(1)) * per if match else 0.0
+    if not 1 / 1440 <= per_minute <= 60_000:  # one a day to 1000/s: the pace between starts is a timer
+        raise FieldError("--rate", f"{text!r} is not a rate from one a day to 1000/s, such as 30/min, 1/s or 100/h")
+    return per_minute
 
 
 def _flag(cells: dict[str, str], column: str, default: bool) -> bool:
@@ -81,8 +91,8 @@ def _row(settings: Settings, cells: dict[str, str], base: Path, line: int, actor
         if unknown:
             raise FieldError(sorted(unknown)[0], "belongs to a server row (kind = server)")
         preference = cells.get("legacy_preference", "").strip()
-        if preference and not preference.isdigit():
-            raise FieldError("legacy_preference", f"{preference!r} is not a whole number")
+        if preference and not (preference.isascii() and preference.isdigit() and len(preference) <= 5):
+            raise FieldError("legacy_preference", f"{preference!r} is not a whole number from 0 to 65535")
         addresses = cells.get("addresses", "").strip()
         move = domain_move_input(
             settings,
@@ -153,27 +163,22 @@ async def prepare_wave(
     except (OSError, UnicodeDecodeError) as exc:
         raise FieldError("FILE", f"{path} cannot be read: {exc}") from None
     reader = csv.DictReader(text.splitlines())
-    columns = set(reader.fieldnames or [])
+    try:  # a cell over csv's field limit (128 KiB) is an error of the file, not a crash
+        columns = set(reader.fieldnames or [])
+        records = [(reader.line_num, cells) for cells in reader]
+    except csv.Error as exc:
+        raise FieldError("FILE", f"{path.name}:{reader.line_num}: {exc}") from None
     if not columns:
         raise FieldError("FILE", f"{path} has no header row")
     if unknown := sorted(columns - DOMAIN_COLUMNS - SERVER_COLUMNS):
         raise FieldError("FILE", f"{path.name}:1: unknown column {unknown[0]!r}")
-    rows: list[WaveRow] = []
-    errors: list[str] = []
-    seen: dict[str, int] = {}
-    for cells in reader:
-        line = reader.line_num
-        cells = {k: v or "" for k, v in cells.items() if k}
-        try:
-            row = _row(settings, cells, path.parent, line, actor)
-        except FieldError as exc:
-            errors.append(f"{path.name}:{line}: {exc}")
-            continue
-        if row.workflow_id in seen:
-            errors.append(f"{path.name}:{line}: {row.kind}: {row.subject} is on line {seen[row.workflow_id]} already")
-            continue
-        seen[row.workflow_id] = line
-        rows.append(row)
+    if len(records) > MAX_ROWS:
+        raise FieldError("rows", f"{path.name} has {len(records)} rows, more than the {MAX_ROWS} of a wave: split it")
+    rows, errors = await asyncio.to_thread(_validated, settings, path, records, actor)  # CPU-bound: off the loop
+    if (listed := sum(len(r.domain_move.addresses) for r in rows if r.domain_move)) > MAX_WAVE_ADDRESSES:
+        raise FieldError(
+            "addresses", f"the rows list {listed} addresses, more than the {MAX_WAVE_ADDRESSES} of a wave: split it"
+        )
     stored = await asyncio.to_thread(_stored_rows, settings.database.url, [r.workflow_id for r in rows])
     moving = {wid for wid, row in stored.items() if row["state"] not in FINISHED}
     errors += [
@@ -187,6 +192,28 @@ async def prepare_wave(
         raise FieldError("FILE", f"{path} has no rows")
     await _reachable(settings, rows)
     return PreparedWave(name, rows, concurrency, per_minute, actor)
+
+
+def _validated(
+    settings: Settings, path: Path, records: list[tuple[int, dict]], actor: str
+) -> tuple[list[WaveRow], list[str]]:
+    """The good rows, and a `FILE:LINE: field: why` for each bad one (a move listed twice, too)."""
+    rows: list[WaveRow] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for line, cells in records:
+        cells = {k: v or "" for k, v in cells.items() if k}
+        try:
+            row = _row(settings, cells, path.parent, line, actor)
+        except FieldError as exc:
+            errors.append(f"{path.name}:{line}: {exc}")
+            continue
+        if row.workflow_id in seen:
+            errors.append(f"{path.name}:{line}: {row.kind}: {row.subject} is on line {seen[row.workflow_id]} already")
+            continue
+        seen[row.workflow_id] = line
+        rows.append(row)
+    return rows, errors
 
 
 async def _reachable(settings: Settings, rows: list[WaveRow]) -> None:
@@ -290,8 +317,9 @@ async def show_wave(client: Client, settings: Settings, text: str) -> WaveView:
     return WaveView(status, await asyncio.to_thread(_stored_rows, settings.database.url, ids))
 
 
-async def list_waves(client: Client) -> list[dict]:
-    """Every wave Temporal still holds (the latest run of each name), newest first."""
+async def list_waves(client: Client, sees: Callable[[str], bool] | None = None) -> list[dict]:
+    """Every wave Temporal still holds (the latest run of each name), newest first; with `sees`
+    (a person limited to some domains), only the waves that hold a row they may see."""
     latest: dict[str, dict] = {}
     async for w in client.list_workflows("WorkflowType = 'WaveWorkflow'"):
         if w.id not in latest or w.start_time > latest[w.id]["started"]:
@@ -302,4 +330,18 @@ async def list_waves(client: Client) -> list[dict]:
                 "status": status,
                 "started": w.start_time,
             }
-    return sorted(latest.values(), key=lambda w: w["started"], reverse=True)
+    found = sorted(latest.values(), key=lambda w: w["started"], reverse=True)
+    if sees is None:
+        return found
+    holds = await asyncio.gather(*(_holds(client, w["id"], sees) for w in found))
+    return [w for w, held in zip(found, holds, strict=True) if held]
+
+
+async def _holds(client: Client, wid: str, sees: Callable[[str], bool]) -> bool:
+    """Whether the wave's latest run holds a row `sees` admits, by the rows its status names (as
+    its page shows them); a wave that does not answer is not shown."""
+    try:
+        status = await client.get_workflow_handle(wid).query(WaveWorkflow.status, rpc_timeout=timedelta(seconds=10))
+    except (RPCError, WorkflowQueryFailedError):
+        return False
+    return any(sees(row.subject) for row in status.rows)

@@ -82,6 +82,24 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # login tokens
+
+
+class DashboardSession(Base):
+    """A browser's login: the cookie holds the random id, the store its SHA-256. Each request
+    looks it up, so a logout, a revoked token and a changed role take effect at once."""
+
+    __tablename__ = "sessions"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(32), index=True)  # the token id it was made with, or "oidc"
+    role: Mapped[str] = mapped_column(String(20))  # as granted at login; requests use what is granted now
+    domains: Mapped[list] = mapped_column(JSON, default=list)
+    csrf: Mapped[str] = mapped_column(String(64))  # made at login: no pre-login value is valid after it
+    flash: Mapped[str] = mapped_column(Text, default="")  # an action's result, shown once on the next page
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class CheckReport(Base):

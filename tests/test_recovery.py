@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from mailmove import control
@@ -64,8 +65,6 @@ async def start_move(dev_env, world, **config):
 
 
 def _task_queue(config_file: Path) -> str:
-    import tomllib
-
     return tomllib.loads(config_file.read_text())["temporal"]["task_queue"]
 
 

@@ -9,6 +9,7 @@ preflight, verified.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,10 +52,17 @@ with workflow.unsafe.imports_passed_through():
     )
 
 DEFAULT_TTL = 3600  # TTL for new MX records when the domain had none
+SHOWN = 20  # addresses named in one line of a status or an answer
 
 
 def _mx_text(records: list[MxRecord]) -> str:
     return ", ".join(str(r) for r in mx_key(records)) or "no MX"
+
+
+def _some(addresses: list[str]) -> str:
+    """At most SHOWN addresses, and how many more: a line a person can read."""
+    more = len(addresses) - SHOWN
+    return ", ".join(addresses[:SHOWN]) + (f" … (+{more} more)" if more > 0 else "")
 
 
 @workflow.defn
@@ -73,6 +81,10 @@ class DomainMoveWorkflow(Migration):
         self.final = list(mx_key(gateway))
         self.addresses = {a: AddressVerdict(a, "pending", None, "") for a in args.addresses}
         self.refused: list[str] = []  # listed addresses the gateway refuses (not on the Whitelist)
+        self.recheckable: list[str] = []  # not accepted: a confirm checks them again now (while the stage waits)
+        self.whitelist_rounds = 0  # Whitelist checks finished, with or without a result
+        self.whitelist_answer = ""  # what the last one found, as a confirm answers it
+        self.recheck_asked = False  # a confirm waits for the next check: one attempt, its failure is the answer
         self.eta: datetime | None = None
         self.records_to_set: list[str] = []
         self.resolvers: list[ResolverView] = []
@@ -160,9 +172,7 @@ class DomainMoveWorkflow(Migration):
         while True:
             report: ConvergenceReport = await self.attempt(
                 stage,
-                lambda q=query: self.act(
-                    DnsActivities.poll_authoritative, q, policy.polling_timeout(q.window), heartbeat=True
-                ),
+                lambda q=query: self.act(DnsActivities.poll_authoritative, q, policy.polling_timeout(q.window)),
             )
             self.authoritative = report.servers
             if report.converged:
@@ -199,9 +209,7 @@ class DomainMoveWorkflow(Migration):
         if a.addresses and self.portal_mode == "http":
             filing = WhitelistFiling(str(workflow.uuid4()), workflow.info().workflow_id, a.domain, list(a.addresses))
             timeout = policy.seconds(self.timings.portal_timeout * 2 + len(a.addresses))
-            filed = await self.attempt(
-                stage, lambda: self.act(PortalActivities.file_whitelist, filing, timeout, heartbeat=True)
-            )
+            filed = await self.attempt(stage, lambda: self.act(PortalActivities.file_whitelist, filing, timeout))
             how += f"; {filed} Whitelist entries filed"
         for verdict in self.addresses.values():
             verdict.state = "filed"
@@ -224,13 +232,15 @@ class DomainMoveWorkflow(Migration):
             detect=lambda: self.detect(rcpt),
             overdue="no registration",
         )
+        self.detection.stop()
         if self.args.addresses:
             how += "; " + await self.verify_whitelist(stage)
         await self.end(stage, detail=how)
 
     async def verify_whitelist(self, stage: str) -> str:
         """Every listed address must be accepted by the gateway MX before the legacy MX goes;
-        refused ones keep the move waiting (the check repeats) unless accepted as lost."""
+        refused ones keep the move waiting (the check repeats, and a plain confirm repeats it at
+        once) unless accepted as lost."""
         a, t = self.args, self.timings
         status = self.stages[stage]
         pending = list(a.addresses)
@@ -238,25 +248,27 @@ class DomainMoveWorkflow(Migration):
         began = workflow.now()
         while True:
             probe = AddressProbe(list(a.gateway_mx), a.gateway_smtp_port, pending, rate=a.probe_rate)
-            timeout = policy.seconds(t.probe_timeout + len(pending) / a.probe_rate)
+            retry = policy.ONE_ATTEMPT if self.recheck_asked else None
+            self.recheck_asked = False
             try:
-                report = await self.act(ProbeActivities.probe_addresses, probe, timeout, heartbeat=True)
+                report = await self.act(
+                    ProbeActivities.probe_addresses, probe, self.probe_timeout_for(pending), retry=retry
+                )
             except ActivityError as err:
                 status.last_error = error_text(err)
+                found = f"the check could not run: {status.last_error}; "
             else:
                 for verdict in report.verdicts:
                     self.addresses[verdict.address] = verdict
                 pending = [v.address for v in report.verdicts if v.state != "accepted"]
                 self.refused = [v.address for v in report.verdicts if v.state == "refused"]
                 if not pending:
-                    return f"{report.host} accepts all {len(a.addresses)} listed addresses"
+                    how = f"{report.host} accepts all {len(a.addresses)} listed addresses"
+                    self.checked(f"{stage}: checked again: {how}; the move goes on")
+                    return how
+                found = "checked again: "
             status.state = StageState.WAITING
-            status.waiting_for = (
-                f"the gateway refuses {len(self.refused)} listed address(es), not on the Whitelist: "
-                f"{', '.join(self.refused[:20])}{' …' if len(self.refused) > 20 else ''}; file them at {a.wl_form} "
-                f"(checked again every {t.probe_interval:g}s) or accept them as lost: "
-                f"`mailmove confirm {workflow.info().workflow_id} {stage} --lost ADDRESS…`"
-            )
+            status.waiting_for = self.whitelist_wait(stage, pending)
             if not told:
                 told = True
                 await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
@@ -265,7 +277,11 @@ class DomainMoveWorkflow(Migration):
                 await self.escalate(f"{stage}: {len(pending)} listed address(es) still not accepted by the gateway")
             self.confirmed.pop(stage, None)
             self.awaiting.add(stage)
+            self.recheckable = pending
+            self.checked(f"{stage}: {found}{status.waiting_for}")  # answered when a confirm is possible again
             await self.pause(t.probe_interval, until=lambda: stage in self.confirmed)
+            self.recheckable = []
+            self.awaiting.discard(stage)  # refused until the check is over (it would drop a confirm)
             if stage in self.confirmed:
                 lost = self.confirmed[stage].lost
                 for address in lost:
@@ -273,6 +289,59 @@ class DomainMoveWorkflow(Migration):
                 pending = [p for p in pending if p not in lost]
                 if not pending:
                     return f"accepted as lost by {self.confirmed[stage].actor}: {', '.join(lost)}"
+
+    def whitelist_wait(self, stage: str, pending: list[str]) -> str:
+        """What the stage waits for while listed addresses are not accepted, and what a person can do."""
+        wid = workflow.info().workflow_id
+        if self.refused:
+            text = (
+                f"the gateway refuses {len(self.refused)} listed address(es), not on the Whitelist: "
+                f"{_some(self.refused)}; file them at {self.args.wl_form}, then "
+            )
+        else:  # deferred (4xx), or the check could not run
+            text = f"the gateway has not accepted {len(pending)} listed address(es) yet: {_some(pending)}; "
+        text += f"`mailmove confirm {wid} {stage}` checks again now (else every {self.timings.probe_interval:g}s)"
+        if self.refused:
+            text += f", or accept them as lost: `mailmove confirm {wid} {stage} --lost ADDRESS…`"
+        return text
+
+    def checked(self, answer: str) -> None:
+        """A Whitelist check is over: a confirm that asked for it answers with `answer`."""
+        self.whitelist_answer = answer
+        self.whitelist_rounds += 1
+
+    def probe_timeout_for(self, addresses: list[str]) -> timedelta:
+        return policy.seconds(self.timings.probe_timeout + len(addresses) / self.args.probe_rate)
+
+    def confirm_answer(self, request: ConfirmInput) -> Awaitable[str] | None:
+        """A confirm while listed addresses are not accepted checks those not accepted as lost
+        again at once, in one attempt (a person waits: a failure is the answer, not a reason to
+        retry for minutes), and answers with the result. A move that had such a confirm before
+        "confirm-recheck" answered at once (and replays so)."""
+        rest = [x for x in self.recheckable if x not in request.lost]
+        if request.stage != "await_registration" or not rest or not workflow.patched("confirm-recheck"):
+            return None
+        self.recheck_asked = True
+        bound = self.probe_timeout_for(rest) + self.heartbeat_timeout
+        return self.recheck_answer(request.stage, self.whitelist_rounds, bound)
+
+    async def recheck_answer(self, stage: str, rounds: int, timeout: timedelta) -> str:
+        """The next check's result. Its one attempt ends within its timeout once it runs; `timeout`
+        is that and a heartbeat timeout more (an attempt that ran out is reported as such), and
+        bounds the wait for an attempt that never starts."""
+        try:
+            await workflow.wait_condition(
+                lambda: self.whitelist_rounds > rounds or self.cancel_request is not None or self.compensating,
+                timeout=timeout,
+            )
+        except TimeoutError:
+            return (
+                f"{stage}: the check had no result within {timeout.total_seconds():g}s; it goes on: "
+                f"`mailmove show {workflow.info().workflow_id}` shows its result"
+            )
+        if self.whitelist_rounds == rounds:
+            return f"{stage}: not checked again, the move is being cancelled"
+        return self.whitelist_answer
 
     def check_confirm(self, request: ConfirmInput) -> None:
         if request.lost and request.stage != "await_registration":
@@ -282,17 +351,31 @@ class DomainMoveWorkflow(Migration):
         unknown = [x for x in request.lost if x not in self.addresses]
         if unknown:
             raise ValueError(f"lost: not listed for this domain: {', '.join(unknown)}")
-        if self.refused and request.stage == "await_registration":
-            missing = [x for x in self.refused if x not in request.lost]
-            if missing:
-                raise ValueError(
-                    f"lost: the gateway refuses {len(missing)} address(es); name each one to accept it as lost "
-                    f"(or file them on the Whitelist): {', '.join(missing[:20])}"
-                )
+        missing = [x for x in self.refused if x not in request.lost]
+        if request.lost and missing:  # a plain confirm checks them again
+            raise ValueError(
+                f"lost: the gateway refuses {len(missing)} more address(es); name each one to accept it as lost "
+                f"(or file them on the Whitelist and confirm without --lost to check again now): {_some(missing)}"
+            )
 
     async def detect(self, rcpt: str) -> str:
-        """One detection round; a failing probe is shown, not fatal: the wait goes on."""
+        """One detection round; a failing probe is shown, not fatal: the wait goes on. Moves
+        begun before "detect-apart" asked the portal, then the probe, one after the other."""
         status = self.stages["await_registration"]
+        if workflow.patched("detect-apart"):
+            query = ProbeQuery(self.args.gateway_mx, self.args.gateway_smtp_port, rcpt)
+            sources = [
+                self.detection.source(
+                    "RCPT probe",
+                    ProbeActivities.probe_rcpt,
+                    query,
+                    self.timings.probe_timeout,
+                    lambda probe: self.probed(probe, rcpt),
+                )
+            ]
+            if receipt := self.receipts.get(self.KIND):
+                sources.insert(0, self.portal_source(receipt))
+            return await self.detect_round(status.name, sources)
         try:
             if how := await self.portal_confirmed(self.KIND):
                 return how
@@ -304,9 +387,13 @@ class DomainMoveWorkflow(Migration):
         except ActivityError as err:
             status.last_error = error_text(err)
             return ""
+        return self.probed(probe, rcpt)
+
+    def probed(self, probe: ProbeResult, rcpt: str) -> str:
+        """How the probe saw the registration, or "" with the refusal as the last error."""
         if probe.accepted:
             return f"{probe.host} accepts {rcpt} ({probe.code} {probe.message})"
-        status.last_error = f"{probe.host} refuses {rcpt}: {probe.code} {probe.message}"
+        self.stages["await_registration"].last_error = f"{probe.host} refuses {rcpt}: {probe.code} {probe.message}"
         return ""
 
     async def await_propagation(self) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.portal import PortalActivities
     from checks.report import Report
     from workflows import policy, search
+    from workflows.detection import Detection, Source, portal_reading
     from workflows.model import (
         CancelInput,
         ConfirmInput,
@@ -88,8 +90,10 @@ class Migration:
         self.events = 0
         self.visible: tuple[str, str] = search.STARTED  # (stage, state) last set as search attributes
         self.heartbeat_timeout = policy.seconds(timings.heartbeat_timeout)
+        self.retry_limit = policy.seconds(timings.retry_limit)
         self.portal_timeout = policy.seconds(timings.portal_timeout)
         self.checks: dict[str, str] = {}  # stage -> summary of the check report stored there
+        self.detection = Detection(timings)
 
     async def drive(self, stages: list[Callable[[], Awaitable[None]]]) -> MoveResult:
         """Run the stages in order. A cancel accepted on the way compensates; a hard error (a
@@ -130,12 +134,13 @@ class Migration:
     async def confirm(self, request: ConfirmInput) -> str:
         self.confirmed[request.stage] = request
         self.awaiting.discard(request.stage)
-        result = f"{request.stage} confirmed"
+        answer = self.confirm_answer(request)
+        result = f"{request.stage} confirmed" if answer is None else f"{request.stage}: checking again now"
         detail = request.note + (f" (accepted as lost: {', '.join(request.lost)})" if request.lost else "")
         await self.transition(
             self.state, "confirm", actor=request.actor, detail=detail.strip(), stage=request.stage, result=result
         )
-        return result
+        return result if answer is None else await answer
 
     @confirm.validator
     def _check_confirm(self, request: ConfirmInput) -> None:
@@ -148,6 +153,12 @@ class Migration:
 
     def check_confirm(self, request: ConfirmInput) -> None:
         """What a kind of move demands of a confirm beyond a waiting stage (ValueError if unmet)."""
+
+    def confirm_answer(self, request: ConfirmInput) -> Awaitable[str] | None:
+        """The answer to a confirm that makes the run check something again at once (it comes
+        when that check has a result), or None: "confirmed", at once. Called before the confirm's
+        first command, so that a patch it asks about is recorded in order."""
+        return None
 
     @workflow.update
     async def extend(self, request: ExtendInput) -> str:
@@ -253,17 +264,23 @@ class Migration:
         method: Callable,
         arg: Any,
         timeout: timedelta,
-        heartbeat: bool = False,
         task_queue: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Any:
         """Run one activity; a cancel accepted meanwhile interrupts it. Compensation is never
-        interrupted and retries until it succeeds."""
+        interrupted and retries until it succeeds.
+
+        Every activity run here beats (activities/heartbeat.py): an attempt lost with its worker
+        is retried after the heartbeat timeout, and attempts are not counted; a stage gives up
+        on a non-retryable error or after `timing.retry_limit` (one whole attempt always fits).
+        `retry` replaces the retry policy (policy.ONE_ATTEMPT for a check a person waits for)."""
         handle = workflow.start_activity_method(
             method,
             arg,
             start_to_close_timeout=timeout,
-            retry_policy=policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY,
-            heartbeat_timeout=self.heartbeat_timeout if heartbeat else None,
+            schedule_to_close_timeout=None if self.compensating else timeout + self.retry_limit,
+            retry_policy=retry or (policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY),
+            heartbeat_timeout=self.heartbeat_timeout,
             task_queue=task_queue,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
@@ -312,7 +329,21 @@ class Migration:
         if receipt is None:
             return ""
         state = await self.act(PortalActivities.request_status, receipt, self.portal_timeout)
-        return f"the portal confirmed request {receipt.reference}" if state == "confirmed" else ""
+        return portal_reading(receipt)(state)
+
+    def portal_source(self, receipt: PortalReceipt) -> Source:
+        """The portal's status of a request filed here, as a detection source."""
+        return self.detection.source(
+            "portal", PortalActivities.request_status, receipt, self.timings.portal_timeout, portal_reading(receipt)
+        )
+
+    async def detect_round(self, stage: str, sources: list[Source]) -> str:
+        """One round of detection while `stage` waits (workflows/detection.py): a confirm or a
+        cancel ends it at once; what a failed source said is the stage's last error."""
+        how, failed = await self.detection.round(sources, lambda: stage in self.confirmed or self.interrupted())
+        if failed:
+            self.stages[stage].last_error = "; ".join(f"{name}: {error_text(err)}" for name, err in failed)
+        return how
 
     async def needs_retry(self, stage: str, error: str) -> None:
         """The stage failed for good: it waits, needing attention, for a retry confirm or a cancel."""
@@ -428,6 +459,8 @@ class Migration:
                 NotifyActivities.send_notice,
                 notice,
                 start_to_close_timeout=policy.NOTIFY_TIMEOUT,
+                schedule_to_close_timeout=policy.NOTIFY_TIMEOUT + self.retry_limit,
+                heartbeat_timeout=self.heartbeat_timeout,
                 retry_policy=policy.STAGE_RETRY,
             )
         except ActivityError as err:

@@ -87,11 +87,17 @@ class Timings:
     convergence_pause: float = 60.0  # durable timer between two windows
     convergence_escalate_after: float = 3600.0
     centre_poll: float = 300.0  # centre mode: poll the authoritative servers this often
-    # how long one activity may run before it is retried elsewhere (a lost worker is noticed then)
+    # start-to-close: how long one attempt may take before it is given up as hung (docs/recovery.md
+    # lists the measured durations); every one of these activities beats every second, so a lost
+    # worker is noticed after `heartbeat_timeout`, not after these
     dns_timeout: float = 60.0
     portal_timeout: float = 90.0
     probe_timeout: float = 180.0
-    heartbeat_timeout: float = 20.0
+    heartbeat_timeout: float = 5.0
+    # schedule-to-close: a stage's activity is retried (without an attempt cap) this long, then
+    # the stage needs attention; a registration source's answer, retries included, this long
+    retry_limit: float = 600.0
+    detect_timeout: float = 60.0
     # server move: the relay test is repeated with backoff until the TSL entry works
     relay_retry_initial: float = 60.0
     relay_retry_max: float = 3600.0

@@ -188,9 +188,14 @@ class ServerMoveWorkflow(Migration):
             detect=self.detect_entry if receipt else None,
             overdue="no list entry",
         )
+        self.detection.stop()
         await self.end(stage, detail=how)
 
     async def detect_entry(self) -> str:
+        """The portal's status; a confirm does not wait for it. Moves begun before "detect-apart"
+        asked it as an activity of the wait itself."""
+        if workflow.patched("detect-apart"):
+            return await self.detect_round("await_tsl", [self.portal_source(self.receipts[self.list])])
         try:
             return await self.portal_confirmed(self.list)
         except ActivityError as err:
@@ -248,7 +253,7 @@ class ServerMoveWorkflow(Migration):
             self.transcript = await self.attempt(
                 stage,
                 lambda q=query: self.act(
-                    RelayTestActivities.relay_test, q, self.agent_timeout, heartbeat=True, task_queue=a.agent_queue
+                    RelayTestActivities.relay_test, q, self.agent_timeout, task_queue=a.agent_queue
                 ),
             )
             if self.transcript.passed:

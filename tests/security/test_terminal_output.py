@@ -42,6 +42,9 @@ async def test_a_note_with_markup_is_shown_as_text(cli_world, dev_env):
         assert code == 0, err
         await until_stage(dev_env.client.get_workflow_handle(f"domain-move:{DOMAIN}"), "request_domain", "waiting")
         code, out, err = await mailmove(config, "confirm", DOMAIN, "request_domain", "--note", HOSTILE)
+        assert code == 2 and "note" in err, err  # control characters are refused at the door
+        shows_no_escape(err)
+        code, out, err = await mailmove(config, "confirm", DOMAIN, "request_domain", "--note", "[/] [bold]x")
         assert code == 0, err
         shows_no_escape(out)
         code, out, err = await mailmove(config, "show", DOMAIN)
