@@ -181,7 +181,7 @@ async def run_wave(
 ) -> dict:
     csv = root / f"{'chaos' if chaos else 'calm'}.csv"
     csv.write_text("domain,legacy_mx\n" + "".join(f"{d},mail.{d}\n" for d in domains))
-    wave = await prepare_wave(settings, csv, args.concurrency, "100000/min", name=csv.stem)
+    wave = await prepare_wave(settings, csv, args.concurrency, "1000/s", name=csv.stem)
     await workers.start()
     await asyncio.sleep(3)
     done = asyncio.Event()

@@ -136,7 +136,7 @@ async def one_run(env: WorkflowEnvironment, moves: int, concurrency: int) -> dic
         upgrade(settings.database.url)
         csv = root / "wave.csv"
         csv.write_text("domain,legacy_mx\n" + "".join(f"{d},mail.{d}\n" for d in domains))
-        wave = await prepare_wave(settings, csv, concurrency, "100000/min", name=f"bench-{queue}")
+        wave = await prepare_wave(settings, csv, concurrency, "1000/s", name=f"bench-{queue}")
 
         worker = await worker_process(sys.executable, "-m", "mailmove.cli", "--config", str(config), "worker")
 

@@ -356,7 +356,9 @@ class DomainChecks:
     async def fetch_policy(self) -> str:
         """https://mta-sts.<domain>/.well-known/mta-sts.txt, resolved through our resolvers,
         certificate verified for that name (RFC 8461 §3.3: 200 only, no redirects); at most
-        MAX_POLICY bytes within check.timeout in all, however slowly a hostile host sends."""
+        MAX_POLICY bytes within check.timeout in all, however slowly a hostile host sends. The
+        bytes as sent, counted as they come: a compressed body is refused, never inflated (httpx
+        would inflate any declared encoding without a bound; a policy is a few lines)."""
         host = f"mta-sts.{self.domain}"
         addresses = await self.dns.addresses(host)
         if not addresses:
@@ -371,12 +373,18 @@ class DomainChecks:
                 async with client.stream(
                     "GET",
                     f"https://{literal}:{port}/.well-known/mta-sts.txt",
-                    headers={"Host": host if port == 443 else f"{host}:{port}"},
+                    headers={"Host": host if port == 443 else f"{host}:{port}", "Accept-Encoding": "identity"},
                     extensions={"sni_hostname": host},
                 ) as reply:
                     if reply.status_code != 200:
                         raise ValueError(f"{host} answered HTTP {reply.status_code} for the policy (200 required)")
-                    async for chunk in reply.aiter_bytes():
+                    encoding = reply.headers.get("Content-Encoding", "")
+                    if encoding.strip().lower() not in ("", "identity"):
+                        raise ValueError(
+                            f"{host} sends its policy with Content-Encoding {encoding[:40]!r}, "
+                            "not as plain text: refused unread"
+                        )
+                    async for chunk in reply.aiter_raw():
                         body += chunk
                         if len(body) > MAX_POLICY:
                             raise ValueError(

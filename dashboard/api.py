@@ -49,14 +49,19 @@ def problem_of(exc: Exception) -> Problem:
     return Problem(409, field, message)
 
 
-def visible_id(request: Request, principal: Principal, text: str) -> str:
-    """The workflow id behind `text`, if this principal may see it (else 404, as if unknown)."""
+async def visible_id(request: Request, principal: Principal, text: str) -> str:
+    """The workflow id behind `text`, if this principal may see it, else 404 as if unknown. The
+    name is judged as typed, before the store is asked which kind of move it is, and the 404
+    names nothing: what another department has running is not told by the answer."""
+    name = text.partition(":")[2] if text.startswith((control.DOMAIN_PREFIX, control.SERVER_PREFIX)) else text
+    if not sees(principal, name):
+        raise Problem(404, "id", "no such migration among your domains")
     try:
-        wid = control.workflow_id(text, request.app.state.settings)
+        wid = await asyncio.to_thread(control.workflow_id, text, request.app.state.settings)
     except FieldError as exc:
         raise Problem(422, "id", exc.message) from None
     if not sees(principal, wid.partition(":")[2]):  # the id names its domain or host
-        raise Problem(404, "id", f"no migration {wid}")
+        raise Problem(404, "id", "no such migration among your domains")
     return wid
 
 
@@ -78,7 +83,7 @@ async def migrations(request: Request, filters: Filters = Depends(), principal: 
 async def migration(id: str, request: Request, principal: Principal = needs("viewer")) -> dict:
     """One migration: the workflow's status (stages, waits, ETA), Temporal's view, the audit
     history, and the check reports of its preflight and done stages."""
-    wid = visible_id(request, principal, id)
+    wid = await visible_id(request, principal, id)
     shown = await act(control.show(await temporal(request), request.app.state.settings, wid))
     return shown.json(wid)
 
@@ -101,14 +106,14 @@ class CancelBody(BaseModel):
 @router.post("/migrations/{id}/confirm")
 async def confirm(id: str, body: ConfirmBody, request: Request, principal: Principal = needs("operator")) -> dict:
     """Confirm a waiting stage (or retry a failed one)."""
-    wid = visible_id(request, principal, id)
+    wid = await visible_id(request, principal, id)
     request_ = ConfirmInput(body.stage, principal.name, body.note, lost=list(body.lost))
     return {"result": await act(control.confirm(await temporal(request), wid, request_))}
 
 
 @router.post("/migrations/{id}/extend")
 async def extend(id: str, body: ExtendBody, request: Request, principal: Principal = needs("operator")) -> dict:
-    wid = visible_id(request, principal, id)
+    wid = await visible_id(request, principal, id)
     try:
         seconds = parse_duration(body.duration, "duration")
     except ConfigError as exc:
@@ -122,7 +127,7 @@ async def extend(id: str, body: ExtendBody, request: Request, principal: Princip
 
 @router.post("/migrations/{id}/cancel")
 async def cancel(id: str, body: CancelBody, request: Request, principal: Principal = needs("operator")) -> dict:
-    wid = visible_id(request, principal, id)
+    wid = await visible_id(request, principal, id)
     return {"result": await act(control.cancel(await temporal(request), wid, CancelInput(principal.name, body.note)))}
 
 
@@ -203,12 +208,12 @@ class TokenBody(BaseModel):
 
 
 @router.get("/tokens")
-async def tokens(request: Request, principal: Principal = needs("admin")) -> list[dict]:
+async def tokens(request: Request, principal: Principal = needs("admin", everywhere=True)) -> list[dict]:
     return control.jsonable(await asyncio.to_thread(list_tokens, request.app.state.settings))
 
 
 @router.post("/tokens", status_code=201)
-async def new_token(body: TokenBody, request: Request, principal: Principal = needs("admin")) -> dict:
+async def new_token(body: TokenBody, request: Request, principal: Principal = needs("admin", everywhere=True)) -> dict:
     """A token for the CLI or automation; its secret is in this answer only."""
     if body.role not in ROLES:
         raise Problem(422, "role", f"{body.role!r} is not one of {', '.join(ROLES)}")
@@ -224,7 +229,7 @@ async def new_token(body: TokenBody, request: Request, principal: Principal = ne
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def revoke(token_id: str, request: Request, principal: Principal = needs("admin")) -> dict:
+async def revoke(token_id: str, request: Request, principal: Principal = needs("admin", everywhere=True)) -> dict:
     if not await asyncio.to_thread(revoke_token, request.app.state.settings, token_id):
         raise Problem(404, "token_id", f"no token {token_id}")
     return {"revoked": token_id}
@@ -259,7 +264,12 @@ def install(app) -> None:
 async def wave_for(request: Request, principal: Principal, id: str) -> waves.WaveView:
     """A wave with only the rows this principal may see."""
     view = await act(waves.show_wave(await temporal(request), request.app.state.settings, id))
-    return view.only(partial(sees, principal))
+    if not principal.domains:
+        return view
+    mine = view.only(partial(sees, principal))
+    if not mine.status.rows:  # none of theirs, or not known yet: as if there were no such wave
+        raise Problem(404, "id", "no such wave among your domains")
+    return mine
 
 
 async def waves_for(request: Request, principal: Principal) -> list[dict]:

@@ -8,6 +8,7 @@ same Temporal updates, with the signed-in user as the actor written to the audit
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import secrets
@@ -30,6 +31,7 @@ from mailmove.temporal import connect
 from store.db import ready
 
 HERE = Path(__file__).parent
+log = logging.getLogger("mailmove.dashboard")
 HTMX = "htmx-2.0.11.min.js"  # htmx.org 2.0.11 from npm, sha256 in static/VENDORED.md
 
 
@@ -83,30 +85,34 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> JSONResponse:
-        """200 when Temporal and the database answer, else 503 naming what does not."""
+        """200 when Temporal and the database answer, else 503 naming what does not. Anyone may
+        ask (a load balancer), so the reason (host names, a driver's message) goes to the log."""
         problems = {}
         try:
             await (await temporal(request)).service_client.check_health()
-        except Exception as exc:  # noqa: BLE001 - any failure is the answer
-            problems["temporal"] = str(exc) or type(exc).__name__
+        except Exception:  # noqa: BLE001 - any failure is the answer
+            log.warning("healthz: Temporal does not answer", exc_info=True)
+            problems["temporal"] = "does not answer"
         try:
-            with ready(settings.database.url)() as session:
-                session.execute(text("select 1"))
-        except Exception as exc:  # noqa: BLE001
-            problems["database"] = str(exc) or type(exc).__name__
+            await asyncio.to_thread(_ping, settings)
+        except Exception:  # noqa: BLE001
+            log.warning("healthz: the database does not answer", exc_info=True)
+            problems["database"] = "does not answer"
         return JSONResponse({"ok": not problems, **problems}, status_code=503 if problems else 200)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics(principal: Principal = needs("viewer")) -> PlainTextResponse:
-        """For a scraper with a token (Prometheus' `authorization.credentials_file`); the counts
-        span every domain, so a principal limited to some domains may not read them."""
-        if principal.domains:
-            raise HTTPException(403, f"role: {principal.name} is limited to some domains; metrics cover all")
+    async def metrics(principal: Principal = needs("viewer", everywhere=True)) -> PlainTextResponse:
+        """For a scraper with a token (Prometheus' `authorization.credentials_file`)."""
         return PlainTextResponse(
             await asyncio.to_thread(metrics_text, settings), media_type="text/plain; version=0.0.4"
         )
 
     return app
+
+
+def _ping(settings: Settings) -> None:
+    with ready(settings.database.url)() as session:
+        session.execute(text("select 1"))
 
 
 async def temporal(request: Request) -> Client:
@@ -119,8 +125,9 @@ async def signed_in(request: Request) -> Principal | None:
     return await request.app.state.auth.who(request)
 
 
-def needs(role: str, html: bool = False) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency: the principal, who must hold `role`; a POST must also pass the CSRF check."""
+def needs(role: str, html: bool = False, everywhere: bool = False) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: the principal, who must hold `role` (and, with `everywhere`, be limited to
+    no domains: what the route gives spans them all); a POST must also pass the CSRF check."""
 
     async def dependency(request: Request) -> Principal:
         principal = await signed_in(request)
@@ -130,6 +137,8 @@ def needs(role: str, html: bool = False) -> Callable[[Request], Awaitable[Princi
             raise HTTPException(401, "not signed in: use a token (Authorization: Bearer) or log in")
         if not principal.can(role):
             raise HTTPException(403, f"role: {principal.name} is {principal.role}; this needs {role}")
+        if everywhere and principal.domains:
+            raise HTTPException(403, f"role: {principal.name} is limited to some domains; this spans all")
         if request.method == "POST":
             await check_csrf(request, principal)
         return principal

@@ -22,6 +22,7 @@ from sqlalchemy import delete, or_, select, update
 
 from dashboard.sessions import SESSION_KEY, Visit, digest, resume, visit_of
 from mailmove.config import Settings
+from mailmove.inputs import FieldError, text_field
 from store.db import ready
 from store.models import ApiToken, DashboardSession
 
@@ -103,9 +104,14 @@ def check_token(settings: Settings, secret: str) -> Principal | None:
         row = session.scalar(live)
         if row is None or not hmac.compare_digest(row.digest, digest(secret)):
             return None
-        if row.once and row.used_at is not None:
-            return None
-        row.used_at = now
+        if row.once:  # used up by whoever marks it first: two logins racing cannot both win
+            taken = session.execute(
+                update(ApiToken).where(ApiToken.id == row.id, ApiToken.used_at.is_(None)).values(used_at=now)
+            )
+            if taken.rowcount != 1:
+                return None
+        else:
+            row.used_at = now
         return Principal(row.name, row.role, tuple(row.domains or ()), via="token")
 
 
@@ -159,6 +165,8 @@ class Authenticator:
         # X-Forwarded-For has rewritten it
         if d.proxy_header and request.client and request.client.host in d.trusted_proxies:
             name = request.headers.get(d.proxy_header, "").strip()
+            if name and not printable(name):
+                raise HTTPException(401, f"{d.proxy_header}: the proxy's user name is not one printable line")
             if name:
                 return Principal(name, *d.grant(name), via="proxy"), None
         session_id = request.session.get(SESSION_KEY)
@@ -170,6 +178,14 @@ class Authenticator:
             del request.session[SESSION_KEY]
             return None, None
         return Principal(visit.name, visit.role, visit.domains, "session"), visit
+
+
+def printable(name: str) -> bool:
+    """Whether a user name from outside (a proxy's header) may be an actor in the audit and e-mail."""
+    try:
+        return text_field("name", name) == name
+    except FieldError:
+        return False
 
 
 def principal_of(request: Request) -> Principal | None:

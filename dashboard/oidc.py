@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse
 from dashboard.auth import Principal, local_path
 from dashboard.sessions import OIDC, sign_in
 from mailmove.config import Settings
+from mailmove.inputs import FieldError, text_field
 
 # authlib's notice about its own httpx module is not the postmaster's to act on
 warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
@@ -48,12 +49,18 @@ async def oidc_login(request: Request, next: str = "/"):
 @router.get("/login/oidc/callback", name="oidc_callback")
 async def oidc_callback(request: Request):
     settings: Settings = request.app.state.settings
+    if request.app.state.oidc is None:
+        raise HTTPException(404, "oidc: no issuer is configured (dashboard.oidc_issuer)")
     try:
         token = await request.app.state.oidc.authorize_access_token(request)
     except OAuthError as exc:
         raise HTTPException(401, f"oidc: the login failed: {exc.error} {exc.description or ''}".strip()) from None
     claims = token.get("userinfo") or {}
     name = str(claims.get(settings.dashboard.oidc_name_claim) or claims.get("sub") or "")
+    try:  # the actor of the audit and of e-mails: one printable line, as any free text
+        name = text_field("name", name)
+    except FieldError as exc:
+        raise HTTPException(401, f"oidc: the ID token's user name {exc.message}") from None
     if not name:
         raise HTTPException(401, "oidc: the ID token names no user")
     target = request.session.pop("next", "/")

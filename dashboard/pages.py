@@ -101,7 +101,7 @@ async def detail(
     principal: Principal = needs("viewer", html=True),
 ) -> HTMLResponse:
     try:
-        wid = visible_id(request, principal, id)
+        wid = await visible_id(request, principal, id)
         shown = await act(control.show(await temporal(request), request.app.state.settings, wid))
     except Problem as exc:
         return render(request, "error.html", exc.status, message=exc.message)
@@ -119,7 +119,7 @@ async def _after(request: Request, principal: Principal, wid: str, call) -> HTML
     except Problem as exc:
         error = f"{exc.field}: {exc.message}" if exc.field else exc.message
         try:
-            wid = visible_id(request, principal, wid)
+            wid = await visible_id(request, principal, wid)
             shown = await act(control.show(await temporal(request), request.app.state.settings, wid))
         except Problem:
             return render(request, "error.html", exc.status, message=error)

@@ -6,8 +6,9 @@ that does not answer).
 - The moved domain, the old and the new server, every sender domain and the domain of every
   listed address must be one of the operator's domains or lie within one.
 - The legacy MX host, the contact, and the relay test's sender and recipient (their domains) may
-  also lie outside every managed zone (`dns.zones`): a hoster's MX, a contact at another
-  provider. Within a managed zone they must be the operator's too.
+  also lie outside everything managed (the zones of `dns.zones` and the departments' domains of
+  `dashboard.operator_domains`): a hoster's MX, a contact at another provider. Within a managed
+  name they must be the operator's too.
 
 Names are compared as A-labels (IDNA 2008 with UTS 46 mapping, lower case), so `CHEM.Example.org`
 and its U-label form are the same name; one that does not encode is compared as written, in lower
@@ -65,7 +66,10 @@ class Scope:
 
 
 def _scope(settings: Settings, principal: Principal) -> Scope:
-    return Scope(principal, tuple(zone.name for zone in settings.dns.zones))
+    """Managed: the configured zones, and every department's domains that the configuration
+    names (`dashboard.operator_domains`), which may lie outside them (the centre's DNS)."""
+    departments = (domain for domains in settings.dashboard.operator_domains.values() for domain in domains)
+    return Scope(principal, (*(zone.name for zone in settings.dns.zones), *departments, *principal.domains))
 
 
 def check_domain_move(settings: Settings, principal: Principal, request: DomainMoveRequest) -> None:

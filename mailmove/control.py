@@ -21,6 +21,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from checks.report import DomainCheckQuery, Report, ServerCheckQuery
+from mailmove.addresses import MAX_ADDRESSES
 from mailmove.config import Settings
 from mailmove.inputs import (
     NOTE_LIMIT,
@@ -37,7 +38,7 @@ from mailmove.inputs import (
 from store.db import ready
 from store.models import Migration as StoredMigration
 from store.records import audit_trail, check_reports, list_migrations, migration_row, portal_requests
-from workflows import search
+from workflows import policy, search
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.migration import Migration
 from workflows.model import (
@@ -153,6 +154,7 @@ async def _start(client: Client, settings: Settings, run: Any, move: Any, kind: 
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=search.at_start(kind, subject),
+            task_timeout=policy.MOVE_TASK_TIMEOUT,
         )
     except WorkflowAlreadyStartedError:
         raise Refused(f"{subject} is already moving ({wid}); see `mailmove show {wid}`") from None
@@ -255,7 +257,12 @@ def _noted(request: Any) -> Any:
 
 
 async def confirm(client: Client, wid: str, request: ConfirmInput) -> str:
-    return await _update(client.get_workflow_handle(wid), Migration.confirm, _noted(request))
+    if len(request.lost) > MAX_ADDRESSES:
+        raise FieldError("lost", f"{len(request.lost)} addresses given, at most {MAX_ADDRESSES} are listed")
+    lost = list(dict.fromkeys(request.lost))  # once each: the move compares every one with its list
+    return await _update(
+        client.get_workflow_handle(wid), Migration.confirm, _noted(dataclasses.replace(request, lost=lost))
+    )
 
 
 async def extend(client: Client, wid: str, request: ExtendInput) -> str:

@@ -21,6 +21,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from mailmove.addresses import parse_addresses, read_addresses
 from mailmove.config import ConfigError, HostPort, Settings, SmtpConfig, parse_host_port, read_tsig_keyfile
+from mailmove.field_error import FieldError
 from mailmove.names import BadName, is_address, to_alabel, to_ulabel
 from mailmove.temporal import host_queue
 from workflows.model import RELAY_SCOPES, DomainMoveInput, Relay, RelayTestQuery, ServerMoveInput, TslEntry
@@ -30,17 +31,11 @@ PORTAL_MODES = ("manual", "http")
 TEXT_LIMIT = 200  # characters of a name-like free text: an institution, a token's name
 NOTE_LIMIT = 2000  # characters of a note on a confirm, extend or cancel
 TUID_LIMIT = 32
+MAX_LIST = 100  # sender domains or admins of one server: each is a DNS lookup or a portal field
 # control, format (bidi overrides, zero-width), surrogate, private-use and unassigned
 # characters, and the line and paragraph separators
 _UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 _MARKUP = "<>"
-
-
-class FieldError(ValueError):
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass
@@ -182,7 +177,10 @@ def server_move_input(settings: Settings, request: ServerMoveRequest) -> ServerM
     portal_mode = request.portal_mode or settings.portal.mode
     if portal_mode not in PORTAL_MODES:
         raise FieldError("portal", f"{portal_mode!r} is not one of {', '.join(PORTAL_MODES)}")
-    senders = [name_field("sender_domain", d) for d in request.sender_domains]
+    for name, values in (("sender_domain", request.sender_domains), ("admin", request.admins)):
+        if len(values) > MAX_LIST:
+            raise FieldError(name, f"{len(values)} given, at most {MAX_LIST} in one request")
+    senders = list(dict.fromkeys(name_field("sender_domain", d) for d in request.sender_domains))
     entry = TslEntry(
         institution=text_field("institution", request.institution),
         admins=[text_field("admin", a, TUID_LIMIT) for a in request.admins if a.strip()],

@@ -32,6 +32,11 @@ PERSISTENT_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 
+# A move's workflow task: replaying a move's history (a few hundred events) takes milliseconds,
+# so a task left on a worker that died is given back after 5 s instead of the server's 10 s.
+# The wave keeps the default: its history grows with its rows, and its replay with it.
+MOVE_TASK_TIMEOUT = timedelta(seconds=5)
+
 # A check a person waits for (a confirm's recheck of the Whitelist): one attempt, whose failure is
 # the answer at once; the regular checks that follow retry as a stage does.
 ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)

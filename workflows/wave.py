@@ -109,6 +109,7 @@ class WaveWorkflow:
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 search_attributes=search.at_start(row.kind, row.subject),
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                task_timeout=policy.MOVE_TASK_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
             progress.state, progress.message = "refused", f"{row.subject} is already moving ({row.workflow_id})"

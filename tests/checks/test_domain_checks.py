@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import json
 import socket
 import ssl
 import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import dns.query
@@ -73,7 +76,7 @@ ZONES = [
     zone("sts-ok", GATEWAY, SPF_OK, DMARC_OK, '_mta-sts TXT "v=STSv1; id=20261128"', "mta-sts A 127.0.0.1"),
     *(
         zone(name, GATEWAY, SPF_OK, DMARC_OK, '_mta-sts TXT "v=STSv1; id=20261128"', "mta-sts A 127.0.0.1")
-        for name in ("sts-huge", "sts-slow")
+        for name in ("sts-huge", "sts-slow", "sts-bomb")
     ),
     zone("dane", [*GATEWAY, "MX 5 mail"], SPF_OK, DMARC_OK, "_25._tcp.mail TLSA 3 1 1 " + "ab" * 32),
     zone("stale", GATEWAY, SPF_OK, DMARC_OK),
@@ -235,9 +238,6 @@ async def test_a_hostile_policy_host_is_cut_off_by_size_and_by_time(world, ca):
     assert huge.verdict == "warning" and f"more than {64 * 1024} bytes" in " ".join(huge.observed)
     assert max(len(line) for line in huge.observed) < 300 and time.monotonic() - started < 5
 
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca[0].issue_cert(f"mta-sts.sts-slow.{PARENT}").configure_cert(tls)
-
     async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n")
@@ -246,18 +246,54 @@ async def test_a_hostile_policy_host_is_cut_off_by_size_and_by_time(world, ca):
             await writer.drain()
             await asyncio.sleep(1)
 
-    server = await asyncio.start_server(drip, "127.0.0.1", 0, ssl=tls)
+    started = time.monotonic()
+    slow = check(await run_against(world, ca, "sts-slow", drip), "mta_sts.policy")
+    assert slow.verdict == "warning" and "within 3 s" in " ".join(slow.observed)
+    assert time.monotonic() - started < 10
+
+
+async def test_a_compressed_policy_is_refused_never_inflated(world, ca):
+    """httpx inflates whatever encoding a host declares, a chunk at a time and without a bound,
+    before the 64 KiB count sees it: a gzip of a gzip of 50 MiB of zeros (a few hundred bytes
+    sent) is asked not to come (identity), and refused unread when it comes all the same."""
+    bomb = gzip.compress(gzip.compress(bytes(50 << 20)))
+    asked: list[bytes] = []
+
+    async def bombing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.readuntil(b"\r\n\r\n"))
+        head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip, gzip\r\nContent-Length: {len(bomb)}\r\n\r\n"
+        writer.write(head.encode() + bomb)
+        await writer.drain()
+
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        report = await run_against(world, ca, "sts-bomb", bombing)
+        took = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak >> 10} KiB allocated at the peak for a {len(bomb)}-byte reply"
+    assert took < 5, took
+    bombed = check(report, "mta_sts.policy")
+    assert bombed.verdict == "warning" and "Content-Encoding 'gzip, gzip'" in " ".join(bombed.observed), bombed
+    assert b"\r\naccept-encoding: identity\r\n" in asked[0].lower(), asked
+
+
+async def run_against(
+    world, ca, name: str, serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+) -> Report:
+    """The checks of `name` during a move, its policy host `serve` (HTTPS on a free port), within 3 s."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca[0].issue_cert(f"mta-sts.{name}.{PARENT}").configure_cert(tls)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
     dns_world, sts, ca_file = world
     config = settings(dns_world, sts, ca_file)
     config = dataclasses.replace(
         config, check=dataclasses.replace(config.check, mta_sts_port=server.sockets[0].getsockname()[1], timeout=3)
     )
-    started = time.monotonic()
     async with server:
-        report = await DomainChecks(config, DnsActivities(config)).run(DomainCheckQuery(f"sts-slow.{PARENT}", "during"))
-    slow = check(report, "mta_sts.policy")
-    assert slow.verdict == "warning" and "within 3 s" in " ".join(slow.observed)
-    assert time.monotonic() - started < 10
+        return await DomainChecks(config, DnsActivities(config)).run(DomainCheckQuery(f"{name}.{PARENT}", "during"))
 
 
 async def test_dane_records_of_the_old_server_are_a_hazard(world):

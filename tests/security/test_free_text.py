@@ -113,3 +113,21 @@ async def test_notes_on_confirm_extend_and_cancel(dash, dev_env):
     with sessions(settings.database.url)() as session:
         details = [e.detail for e in audit_trail(session, WID) if e.action in ("confirm", "extend", "cancel")]
     assert details == ["ticket 42"], details
+
+
+async def test_lists_have_a_maximum(dash, dev_env):
+    """Each sender domain is a DNS lookup at every preflight, each lost address a comparison in
+    the workflow's own task: a request names at most so many, or it is refused naming the field."""
+    world, settings, config, client = dash
+    since = datetime.now(UTC)
+    async with client("operator") as c:
+        many = [f"d{i}.{CHEM}" for i in range(101)]
+        r = await c.post("/api/server-moves", json=MOVE | {"sender_domains": many})
+        assert r.status_code == 422 and r.json()["field"] == "sender_domain", r.text
+        r = await c.post("/api/server-moves", json=MOVE | {"admins": [f"ab{i:06d}" for i in range(101)]})
+        assert r.status_code == 422 and r.json()["field"] == "admin", r.text
+        r = await c.post(
+            f"/api/migrations/{WID}/confirm", json={"stage": "await_registration", "lost": ["a@b.c"] * 5001}
+        )
+        assert r.status_code == 422 and r.json()["field"] == "lost", r.text
+    assert not await started_since(dev_env.client, SERVER, since)

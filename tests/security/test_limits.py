@@ -17,7 +17,7 @@ import pytest
 from dashboard.auth import issue_token
 from dashboard.codec import MAX_BODY as CODEC_MAX_BODY
 from dashboard.serve import serving
-from mailmove.addresses import MAX_ADDRESSES, parse_addresses
+from mailmove.addresses import MAX_ADDRESS, MAX_ADDRESSES, MAX_LINE, MAX_TEXT, parse_addresses
 from mailmove.config import ConfigError, HostPort, parse_settings
 from mailmove.waves import MAX_ROWS, MAX_WAVE_ADDRESSES
 from sandbox.bind import free_port
@@ -27,6 +27,12 @@ from tests.conftest import mailmove, settings_for, terminate_running
 DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"
 HUGE = 150 << 20
 CHUNK = 64 << 10
+# lists that took seconds of a thread each to parse (quadratic), each within a 1 MiB body as JSON
+SLOW_LISTS = {
+    "continued": f"a@{DOMAIN}\n" + " b\n" * 250_000,  # one logical line, joined a continuation at a time
+    "long-local-part": "x" * 1_000_000 + f"@{DOMAIN}\n",  # email-validator's time grows with its square
+    "long-entries": "".join(f"{'x' * 16_000}{i}@{DOMAIN}\n" for i in range(60)),  # each within MAX_LINE
+}
 
 
 def peak_rss_reset() -> None:
@@ -188,3 +194,40 @@ async def test_the_cli_has_the_same_maxima(cli_world, tmp_path):
     (tmp_path / "many.csv").write_text("domain,legacy_mx,dns,addresses\n" + "".join(lines))
     code, out, err = await mailmove(config, "wave", "start", str(tmp_path / "many.csv"))
     assert code == 2 and "addresses:" in err and f"more than the {MAX_WAVE_ADDRESSES}" in err, err
+
+
+@pytest.mark.parametrize("domains", [(DOMAIN,), ()], ids=["limited", "unlimited"])
+@pytest.mark.parametrize("name", SLOW_LISTS)
+async def test_a_list_slow_to_parse_is_422_naming_addresses_at_once(plain, name, domains):
+    """Six such starts held the default thread pool, and with it every sign-in. A limited
+    operator's list is read for its domains first (scope), any operator's when it is validated:
+    both measure the text before they parse it, and the answer does not echo it."""
+    settings, base = plain
+    token = issue_token(settings, "carol", "operator", domains)
+    body = {"domain": DOMAIN, "legacy_mx": LEGACY, "dns": "centre", "addresses": SLOW_LISTS[name]}
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
+        started = time.perf_counter()
+        r = await c.post("/api/domain-moves", json=body)
+        took = time.perf_counter() - started
+    assert r.status_code == 422 and r.json()["field"] == "addresses", r.text[:300]
+    assert f"more than {MAX_LINE}" in r.text or f"longer than the {MAX_ADDRESS}" in r.text, r.text[:300]
+    assert took < 0.5, f"{took:.2f}s"
+    assert len(r.content) < 8000, len(r.content)
+
+
+async def test_the_cli_measures_a_file_before_it_parses_it(tmp_path):
+    """The same lists as files, and one beyond MAX_TEXT: exit 2 naming addresses, in about the
+    time the CLI takes to refuse a one-line file."""
+    config = tmp_path / "mailmove.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/mailmove.db"\n')
+    files = {"bad-line": "not an address\n", **SLOW_LISTS, "huge": f"user@{DOMAIN}\n" * (MAX_TEXT // 10)}
+    start = ("domain", "start", DOMAIN, "--legacy-mx", LEGACY, "--dns", "centre", "--addresses")
+    took: dict[str, float] = {}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        started = time.perf_counter()
+        code, out, err = await mailmove(config, *start, str(tmp_path / name))
+        took[name] = time.perf_counter() - started
+        assert code == 2 and "addresses:" in err, (name, code, err[:300])
+    assert f"more than the {MAX_TEXT} characters" in err, err[:300]  # the last, "huge"
+    assert max(took.values()) < took["bad-line"] + 1, took

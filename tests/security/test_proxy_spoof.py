@@ -37,3 +37,13 @@ async def test_the_real_proxy_is_judged_by_its_own_address(tmp_path):
         assert r.status_code == 200, r.text
         r = await proxy.post("/api/tokens", json={"name": "mine"}, headers=forwarded)
         assert r.status_code == 403 and r.json()["field"] == "role"  # carol is an operator
+
+
+async def test_a_user_name_that_is_not_one_printable_line_is_refused(tmp_path):
+    """The proxy's user becomes the actor of the audit and of e-mail: no control characters, no
+    line breaks, no markup, nothing longer than the store keeps."""
+    settings = dashboard_settings(tmp_path, trusted_proxies=("127.0.0.1",), **PROXIED)
+    async with serving(settings, None, login=False), httpx.AsyncClient(base_url=base_url(settings)) as proxy:
+        for name in ("carol\x1b[31m", "carol\tadmin", "<b>carol</b>", "c" * 201):
+            r = await proxy.get("/api/migrations", headers={"X-Remote-User": name})
+            assert r.status_code == 401 and r.json()["field"] == "X-Remote-User", (name, r.text)

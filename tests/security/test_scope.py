@@ -151,7 +151,40 @@ async def test_a_limited_operator_sees_only_the_waves_that_hold_their_rows(stack
             page = await carol.get("/waves")
             assert page.status_code == 200 and chem.partition(":")[2] in page.text
             assert phys.partition(":")[2] not in page.text
-            assert (await carol.get(f"/api/waves/{phys}")).json()["status"]["rows"] == []
+            hidden = await carol.get(f"/api/waves/{phys}")  # not even its name, size or pace
+            assert hidden.status_code == 404 and phys.partition(":")[2] not in hidden.text, hidden.text
+            assert (await carol.get(f"/waves/{phys.partition(':')[2]}")).status_code == 404
+            assert (await carol.get(f"/api/waves/{chem}")).json()["status"]["rows"]
             assert (await carol.post("/api/waves", json={})).status_code == 405  # no start from the dashboard
     finally:
         await terminate_running(dev_env.client, chem, phys, f"domain-move:{CHEM}", f"domain-move:{PHYS}")
+
+
+async def test_a_limited_operator_cannot_learn_which_moves_another_department_has(stack, dev_env):
+    """A bare name is resolved through the store (domain move, else server move); the answer to
+    a name that is not theirs is the same whether or not anything of it exists."""
+    world, settings, client = stack
+    async with client("viewer") as vic, client("chem") as carol:
+        admin = issue_token(settings, "root", "admin")
+        r = await vic.post(
+            "/api/server-moves",
+            json=SERVER | {"old": f"mail.{PHYS}", "new": f"mx2.{PHYS}", "sender_domains": [PHYS],
+                           "contact": f"postmaster@{PHYS}"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        answers = [await carol.get(f"/api/migrations/{name}") for name in (f"mx2.{PHYS}", f"nothing.{PHYS}")]
+        assert [a.status_code for a in answers] == [404, 404]
+        assert answers[0].json() == answers[1].json() and "server-move" not in answers[0].text
+    await terminate_running(dev_env.client, f"server-move:mx2.{PHYS}")
+
+
+async def test_an_admin_limited_to_a_department_cannot_mint_tokens(stack):
+    """Tokens span every domain: an admin limited to chem could otherwise mint an unlimited one."""
+    world, settings, client = stack
+    limited = issue_token(settings, "ada", "admin", (CHEM,))
+    base = f"http://{settings.dashboard.listen}"
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {limited}"}) as ada:
+        assert (await ada.post("/api/tokens", json={"name": "x", "role": "admin"})).status_code == 403
+        assert (await ada.get("/api/tokens")).status_code == 403
+        assert (await ada.get("/api/migrations")).status_code == 200  # still an admin of chem
