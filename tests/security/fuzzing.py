@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+from mailmove.config import Settings, parse_settings
 
 settings.register_profile(
     "ci",
@@ -78,3 +81,17 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def reaching_nothing(base: Path, **sections: dict) -> Settings:
+    """Settings in `base` with a TSIG key and a portal nobody answers at, `sections` merged in:
+    every check of a start runs, no packet leaves loopback."""
+    (base / "tsig.key").write_text('key "k" { algorithm hmac-sha256; secret "c2VjcmV0"; };\n')
+    raw = {
+        "dns": {"tsig_keyfile": "tsig.key"},
+        "database": {"url": "sqlite:///store.db"},
+        "portal": {"url": f"http://127.0.0.1:{closed_port()}/"},
+    }
+    for name, values in sections.items():
+        raw[name] = raw.get(name, {}) | values
+    return parse_settings(raw, base)

@@ -15,21 +15,12 @@ from dashboard.serve import serving
 from store.db import sessions
 from store.records import audit_trail
 from tests.conftest import mailmove, started_since, terminate_running, until_stage
+from tests.security.test_scope import SERVER as SERVER_MOVE
 from tests.test_cli_server import replaced
 
 CHEM = "chem.sandbox.test"
 WID, SERVER = f"domain-move:{CHEM}", f"server-move:mx2.{CHEM}"
-MOVE = {
-    "old": f"mail.{CHEM}",
-    "new": f"mx2.{CHEM}",
-    "new_ipv4": "127.0.0.2",
-    "institution": "Chemistry",
-    "admins": ["ab12cdef", "xy34ghij"],
-    "contact": f"postmaster@{CHEM}",
-    "sender_domains": [CHEM],
-    "agent": False,
-    "portal": "http",
-}
+MOVE = SERVER_MOVE | {"portal": "http"}
 HOSTILE = [
     "Chemistry\r\nX-Injected: yes",
     "Chemistry\nsecond line",

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from dashboard.app import create_app
 from dashboard.auth import issue_token
-from mailmove.config import parse_settings
 from store.db import ready, upgrade
 from store.records import write_transition
 from tests.security.fuzzing import (
@@ -32,6 +31,7 @@ from tests.security.fuzzing import (
     names,
     plausible_domains,
     plausible_hosts,
+    reaching_nothing,
 )
 from workflows.model import Transition
 
@@ -41,16 +41,12 @@ DOMAIN = "chem.tu-darmstadt.de"
 @pytest.fixture(scope="module")
 async def api(dev_env, tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz-api")
-    (base / "tsig.key").write_text('key "k" { algorithm hmac-sha256; secret "c2VjcmV0"; };\n')
     nowhere = f"127.0.0.1:{closed_port()}"
-    settings = parse_settings(
-        {
-            "paths": {"var": "var"},
-            "database": {"url": "sqlite:///var/store.db"},
-            "dns": {"tsig_keyfile": "tsig.key", "resolvers": [nowhere], "timeout": 1},
-            "portal": {"url": f"http://{nowhere}/"},
-        },
+    settings = reaching_nothing(
         base,
+        paths={"var": "var"},
+        database={"url": "sqlite:///var/store.db"},
+        dns={"resolvers": [nowhere], "timeout": 1},
     )
     upgrade(settings.database.url)
     tokens = {

@@ -15,7 +15,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mailmove.addresses import parse_addresses, read_addresses
-from mailmove.config import parse_settings
 from mailmove.inputs import (
     DomainMoveRequest,
     FieldError,
@@ -29,7 +28,6 @@ from mailmove.names import BadName, is_address, to_alabel, to_ulabel
 from mailmove.waves import DOMAIN_COLUMNS, SERVER_COLUMNS, PreparedWave, parse_rate, prepare_wave
 from tests.security.fuzzing import (
     addresses,
-    closed_port,
     digits,
     host_names,
     junk,
@@ -37,6 +35,7 @@ from tests.security.fuzzing import (
     names,
     plausible_domains,
     plausible_hosts,
+    reaching_nothing,
 )
 
 DOMAIN = "chem.tu-darmstadt.de"
@@ -45,14 +44,7 @@ DOMAIN = "chem.tu-darmstadt.de"
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     """Manual portal, one TSIG key, no server to reach: every check of a start runs, no packet leaves."""
-    base = tmp_path_factory.mktemp("fuzz-inputs")
-    (base / "tsig.key").write_text('key "k" { algorithm hmac-sha256; secret "c2VjcmV0"; };\n')
-    raw = {
-        "dns": {"tsig_keyfile": "tsig.key"},
-        "database": {"url": "sqlite:///store.db"},
-        "portal": {"url": f"http://127.0.0.1:{closed_port()}/"},  # a wave in http mode asks it, and hears no one
-    }
-    return parse_settings(raw, base)
+    return reaching_nothing(tmp_path_factory.mktemp("fuzz-inputs"))
 
 
 @given(names)
