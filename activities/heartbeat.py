@@ -20,6 +20,8 @@ from temporalio.exceptions import ApplicationError
 P = ParamSpec("P")
 T = TypeVar("T")
 
+WORKER_SHUTDOWN = "WorkerShutdown"  # the error type of an attempt handed back at shutdown
+
 # seconds between two beats; the worker sends at most one every 2 s (worker.py), well inside
 # the shortest heartbeat timeout a move is given (timing.heartbeat_timeout, 5 s by default)
 BEAT = 1.0
@@ -47,7 +49,7 @@ def beating(run: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
         if work.cancelled():
             raise ApplicationError(
                 f"{activity.info().activity_type}: the worker shut down during this attempt; handed back",
-                type="WorkerShutdown",
+                type=WORKER_SHUTDOWN,
             )
         return work.result()
 

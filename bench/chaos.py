@@ -39,6 +39,7 @@ from temporalio.service import RPCError
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from activities.heartbeat import WORKER_SHUTDOWN  # noqa: E402
 from mailmove.config import Settings, load_settings  # noqa: E402
 from mailmove.embedded import DevServer  # noqa: E402
 from mailmove.payload_codec import write_key_file  # noqa: E402
@@ -152,7 +153,7 @@ def lost_and_retried(events: list, kills: list[float]) -> list[float]:
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             started = event.activity_task_started_event_attributes
             failure = started.last_failure
-            lost = failure.HasField("timeout_failure_info") or failure.application_failure_info.type == "WorkerShutdown"
+            lost = failure.HasField("timeout_failure_info") or failure.application_failure_info.type == WORKER_SHUTDOWN
             if started.attempt < 2 or not lost:
                 continue
             at = event.event_time.ToDatetime(tzinfo=UTC).timestamp()

@@ -29,6 +29,7 @@ from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Replayer
 
+from activities.heartbeat import WORKER_SHUTDOWN
 from mailmove import control
 from mailmove.config import load_settings
 from mailmove.inputs import DomainMoveRequest
@@ -222,7 +223,7 @@ async def test_sigterm_hands_an_activity_in_flight_back_at_once(dev_env, sandbox
         assert exited < 5
         assert delay < 5, f"the filing was retried {delay:.1f}s after SIGTERM"
         assert f"{second.pid}@" in retried.last_worker_identity
-        assert retried.last_failure.application_failure_info.type == "WorkerShutdown"  # the message is encrypted
+        assert retried.last_failure.application_failure_info.type == WORKER_SHUTDOWN  # the message is encrypted
         world.registry.respond_after = 0
         result = await asyncio.wait_for(handle.result(), 90)
         history = await handle.fetch_history()

@@ -383,6 +383,7 @@ class DomainMoveWorkflow(Migration):
                 ProbeActivities.probe_rcpt,
                 ProbeQuery(self.args.gateway_mx, self.args.gateway_smtp_port, rcpt),
                 self.probe_timeout,
+                retry=policy.SEQUENTIAL_DETECT_RETRY,
             )
         except ActivityError as err:
             status.last_error = error_text(err)

@@ -15,13 +15,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from temporalio import workflow
+from temporalio import exceptions, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities
     from activities.check import CheckActivities, StoredReport
+    from activities.heartbeat import WORKER_SHUTDOWN
     from activities.notify import NotifyActivities
     from activities.portal import PortalActivities
     from checks.report import Report
@@ -58,6 +59,22 @@ def error_text(err: BaseException) -> str:
 def findings(checks: list) -> str:
     """Check results as one line each: what was found, and the fix."""
     return "; ".join(f"{c.summary}: {c.fix}" if c.fix else c.summary for c in checks)
+
+
+def lost_to_outage(err: ActivityError) -> bool:
+    """Whether an activity's whole schedule-to-close bound passed without an attempt failing for
+    a reason of its own: none was taken (no worker polled), or each one taken was lost with its
+    worker (a timeout, a hand-back at shutdown)."""
+    timeout = err.cause
+    bounds = (TimeoutType.SCHEDULE_TO_CLOSE, TimeoutType.SCHEDULE_TO_START)  # the server's name when none started
+    if not isinstance(timeout, exceptions.TimeoutError) or timeout.type not in bounds:
+        return False
+    last = timeout.cause
+    return (
+        last is None
+        or isinstance(last, exceptions.TimeoutError)
+        or (isinstance(last, ApplicationError) and last.type == WORKER_SHUTDOWN)
+    )
 
 
 class Migration:
@@ -274,26 +291,33 @@ class Migration:
         is retried after the heartbeat timeout, and attempts are not counted; a stage gives up
         on a non-retryable error or after `timing.retry_limit` (one whole attempt always fits).
         `retry` replaces the retry policy (policy.ONE_ATTEMPT for a check a person waits for)."""
-        handle = workflow.start_activity_method(
-            method,
-            arg,
-            start_to_close_timeout=timeout,
-            schedule_to_close_timeout=None if self.compensating else timeout + self.retry_limit,
-            retry_policy=retry or (policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY),
-            heartbeat_timeout=self.heartbeat_timeout,
-            task_queue=task_queue,
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
-        await workflow.wait_condition(lambda: handle.done() or self.interrupted())
-        if not handle.done():
-            # wait until it has really stopped: compensation must not race a running effect
-            handle.cancel()
+        while True:
+            handle = workflow.start_activity_method(
+                method,
+                arg,
+                start_to_close_timeout=timeout,
+                schedule_to_close_timeout=None if self.compensating else timeout + self.retry_limit,
+                retry_policy=retry or (policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY),
+                heartbeat_timeout=self.heartbeat_timeout,
+                task_queue=task_queue,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            await workflow.wait_condition(lambda h=handle: h.done() or self.interrupted())
+            if not handle.done():
+                # wait until it has really stopped: compensation must not race a running effect
+                handle.cancel()
+                try:
+                    await handle
+                except (ActivityError, asyncio.CancelledError):
+                    pass
+                raise Cancelled()
             try:
-                await handle
-            except (ActivityError, asyncio.CancelledError):
-                pass
-            raise Cancelled()
-        return handle.result()
+                return handle.result()
+            except ActivityError as err:
+                if not lost_to_outage(err):
+                    raise
+                # the bound passed with no worker finishing an attempt and none failing it for a
+                # reason: an outage (no worker, no server), not the move's error; asked again
 
     async def attempt(self, stage: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run a stage's activity; when it fails for good, wait for a retry confirm or a cancel."""
@@ -324,11 +348,14 @@ class Migration:
         return "filed by hand: " + self.confirmed[stage].note
 
     async def portal_confirmed(self, kind: str) -> str:
-        """How the portal confirmed the request of `kind` filed here, or "" (not yet, or none filed)."""
+        """How the portal confirmed the request of `kind` filed here, or "" (not yet, or none
+        filed): the sequential detection of moves begun before "detect-apart"."""
         receipt = self.receipts.get(kind)
         if receipt is None:
             return ""
-        state = await self.act(PortalActivities.request_status, receipt, self.portal_timeout)
+        state = await self.act(
+            PortalActivities.request_status, receipt, self.portal_timeout, retry=policy.SEQUENTIAL_DETECT_RETRY
+        )
         return portal_reading(receipt)(state)
 
     def portal_source(self, receipt: PortalReceipt) -> Source:

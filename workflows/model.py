@@ -97,7 +97,7 @@ class Timings:
     # schedule-to-close: a stage's activity is retried (without an attempt cap) this long, then
     # the stage needs attention; a registration source's answer, retries included, this long
     retry_limit: float = 600.0
-    detect_timeout: float = 60.0
+    detect_timeout: float = 240.0  # a probe asks each gateway MX in turn: 30 s a silent address
     # server move: the relay test is repeated with backoff until the TSL entry works
     relay_retry_initial: float = 60.0
     relay_retry_max: float = 3600.0

@@ -37,6 +37,16 @@ PERSISTENT_RETRY = RetryPolicy(
 # The wave keeps the default: its history grows with its rows, and its replay with it.
 MOVE_TASK_TIMEOUT = timedelta(seconds=5)
 
+# Detection as moves begun before "detect-apart" do it (portal, then probe, in the wait itself):
+# their old few quick retries, so that a round with a source down still ends in about a minute
+# and a confirm is seen then.
+SEQUENTIAL_DETECT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    maximum_attempts=6,
+)
+
 # A check a person waits for (a confirm's recheck of the Whitelist): one attempt, whose failure is
 # the answer at once; the regular checks that follow retry as a stage does.
 ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
