@@ -12,10 +12,9 @@ from authlib.deprecate import AuthlibDeprecationWarning  # which sets its filter
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
-from dashboard.auth import Principal, local_path
+from dashboard.auth import Principal, local_path, printable
 from dashboard.sessions import OIDC, sign_in
 from mailmove.config import Settings
-from mailmove.inputs import FieldError, text_field
 
 # authlib's notice about its own httpx module is not the postmaster's to act on
 warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
@@ -57,10 +56,9 @@ async def oidc_callback(request: Request):
         raise HTTPException(401, f"oidc: the login failed: {exc.error} {exc.description or ''}".strip()) from None
     claims = token.get("userinfo") or {}
     name = str(claims.get(settings.dashboard.oidc_name_claim) or claims.get("sub") or "")
-    try:  # the actor of the audit and of e-mails: one printable line, as any free text
-        name = text_field("name", name)
-    except FieldError as exc:
-        raise HTTPException(401, f"oidc: the ID token's user name {exc.message}") from None
+    name = name.strip()
+    if not printable(name):  # the actor of the audit and of e-mails, as a proxy's user is
+        raise HTTPException(401, "oidc: the ID token's user name is not one printable line")
     if not name:
         raise HTTPException(401, "oidc: the ID token names no user")
     target = request.session.pop("next", "/")
