@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from email_validator import EmailNotValidError, validate_email
 from temporalio.exceptions import ApplicationError
 
-from mailmove.names import BadName, is_address, to_alabel
-from workflows.model import FirewallPlan, Relay, RelayTestQuery
+from mailmove.base.model import FirewallPlan, MtaProbe, Relay, RelayTestQuery
+from mailmove.base.names import BadName, is_address, to_alabel
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -141,14 +141,22 @@ def relay(field: str, value: Relay) -> None:
     flag(f"{field}.tls", value.tls)
 
 
+def configured_relay(field: str, value: Relay, relays: Sequence[Relay]) -> None:
+    """One of the gateway's relays of the agent's own configuration, whoever names it."""
+    relay(field, value)
+    if value not in relays:
+        raise Refused(field, str(value), "is not one of the gateway's relays in the agent's configuration")
+
+
+def probe_id(field: str, value: object) -> None:
+    if not isinstance(value, str) or not _PROBE_ID.fullmatch(value):
+        raise Refused(field, value, "is not a probe id (up to 64 letters, digits and '-')")
+
+
 def relay_test_query(query: RelayTestQuery, relays: Sequence[Relay]) -> None:
     """The test goes to one of the configured gateway relays only: the agent connects from the
     mail server's own address, and with `send` submits a message there."""
-    relay("query.relay", query.relay)
-    if query.relay not in relays:
-        raise Refused(
-            "query.relay", str(query.relay), "is not one of the gateway's relays in the agent's configuration"
-        )
+    configured_relay("query.relay", query.relay, relays)
     host_name("query.helo", query.helo)
     mailbox("query.mail_from", query.mail_from)
     mailbox("query.rcpt", query.rcpt)
@@ -156,5 +164,12 @@ def relay_test_query(query: RelayTestQuery, relays: Sequence[Relay]) -> None:
         address("query.source", query.source)
     flag("query.send", query.send)
     flag("query.envelope", query.envelope)
-    if not isinstance(query.probe_id, str) or not _PROBE_ID.fullmatch(query.probe_id):
-        raise Refused("query.probe_id", query.probe_id, "is not a probe id (up to 64 letters, digits and '-')")
+    probe_id("query.probe_id", query.probe_id)
+
+
+def mta_probe(probe: MtaProbe) -> None:
+    """The probe message goes to the local Postfix only (the agent's configured port); these are
+    its envelope and its id."""
+    mailbox("probe.mail_from", probe.mail_from)
+    mailbox("probe.rcpt", probe.rcpt)
+    probe_id("probe.probe_id", probe.probe_id)

@@ -6,9 +6,9 @@ import asyncio
 
 from temporalio import activity
 
-from store.db import sessions
-from store.records import write_transition
-from workflows.model import Transition
+from mailmove.base.model import Transition
+from mailmove.store.db import sessions
+from mailmove.store.records import write_transition
 
 
 class AuditActivities:

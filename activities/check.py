@@ -11,12 +11,12 @@ from temporalio import activity
 
 from activities.dns import DnsActivities
 from activities.heartbeat import beating
-from checks.domain import DomainChecks
-from checks.report import DomainCheckQuery, Report, ServerCheckQuery
-from checks.server import ServerChecks
-from mailmove.config import Settings
-from store.db import sessions
-from store.records import save_report
+from mailmove.base.config import Settings
+from mailmove.base.report import DomainCheckQuery, Report, ServerCheckQuery
+from mailmove.checks.domain import DomainChecks
+from mailmove.checks.server import ServerChecks
+from mailmove.store.db import sessions
+from mailmove.store.records import save_report
 
 
 @dataclass

@@ -29,16 +29,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import beating
-from mailmove.config import HostPort, Settings, parse_host_port
-from workflows.model import (
-    AddressCheck,
+from mailmove.base.config import HostPort, parse_host_port
+from mailmove.base.model import (
     ConvergenceQuery,
     ConvergenceReport,
     HostAddresses,
     HostQuery,
     MxChange,
     MxChangeResult,
-    MxRecord,
     ResolverQuery,
     ResolverView,
     ServerIdentity,
@@ -48,107 +46,11 @@ from workflows.model import (
     ZoneSnapshot,
     mx_key,
 )
+from mailmove.checks.dns import Dns, mx_from
 
 
-def _mx_from(rrset) -> list[MxRecord]:
-    return [MxRecord(r.preference, r.exchange.to_text(omit_final_dot=True).lower()) for r in rrset]
-
-
-class DnsActivities:
+class DnsActivities(Dns):
     """Activities that read and change DNS. One instance per worker, bound to its settings."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def resolver(self) -> dns.asyncresolver.Resolver:
-        """The configured recursive resolvers, or the system's."""
-        if not self.settings.dns.resolvers:
-            res = dns.asyncresolver.Resolver()
-        else:
-            res = dns.asyncresolver.Resolver(configure=False)
-            res.nameservers = [dns.nameserver.Do53Nameserver(r.host, port=r.port) for r in self.settings.dns.resolvers]
-        res.lifetime = self.settings.dns.timeout * 2
-        res.timeout = self.settings.dns.timeout
-        return res
-
-    async def ask(self, server: HostPort, name: str, rdtype: str, recursive: bool = False) -> dns.message.Message:
-        """One query to one server (UDP, TCP on truncation); RD cleared for authoritative queries."""
-        query = dns.message.make_query(name, rdtype)
-        if not recursive:
-            query.flags &= ~dns.flags.RD
-        answer, _ = await dns.asyncquery.udp_with_fallback(
-            query, server.host, timeout=self.settings.dns.timeout, port=server.port
-        )
-        return answer
-
-    async def addresses(self, host: str) -> list[str]:
-        return (await self.resolve_host(host))[0]
-
-    async def resolve_host(self, host: str) -> tuple[list[str], str]:
-        """The host's addresses (A, then AAAA) and its canonical name: another name if `host`
-        is an alias (CNAME), which the address answers show without a lookup of their own."""
-        res = self.resolver()
-        found: list[str] = []
-        canonical = host
-        for rdtype in ("A", "AAAA"):
-            try:
-                answer = await res.resolve(host, rdtype)
-            except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-                continue
-            found += [r.address for r in answer]
-            canonical = answer.canonical_name.to_text(omit_final_dot=True)
-        return found, canonical
-
-    async def lookup(self, name: str, rdtype: str) -> list[str]:
-        """The records' texts; an empty list for NXDOMAIN or no such record (a timeout raises)."""
-        try:
-            answer = await self.resolver().resolve(name, rdtype)
-        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-            return []
-        return [r.to_text() for r in answer]
-
-    async def zone_of(self, domain: str) -> str:
-        configured = self.settings.dns.zone_for(domain)
-        if configured:
-            return configured.name
-        zone = await dns.asyncresolver.zone_for_name(domain, resolver=self.resolver())
-        return zone.to_text(omit_final_dot=True).lower()
-
-    async def authoritative(self, zone: str) -> list[HostPort]:
-        """Configured list, else every address of the NS set at the apex and at the parent."""
-        configured = self.settings.dns.zone_for(zone)
-        if configured and configured.authoritative:
-            return list(configured.authoritative)
-        res = self.resolver()
-        hosts = {r.target.to_text(omit_final_dot=True) for r in await res.resolve(zone, "NS")}
-        hosts |= await self._delegation(zone)
-        found = []
-        for host in sorted(hosts):
-            found += [HostPort(a, 53) for a in await self.addresses(host)]
-        if not found:
-            raise ApplicationError(f"no address found for the name servers of {zone}", non_retryable=True)
-        return found
-
-    async def _delegation(self, zone: str) -> set[str]:
-        """NS names in the parent's referral; best effort (an unreachable parent adds none)."""
-        parent = dns.name.from_text(zone).parent()
-        try:
-            parent_ns = [r.target.to_text() for r in await self.resolver().resolve(parent, "NS")]
-            for host in parent_ns:
-                for address in await self.addresses(host):
-                    reply = await self.ask(HostPort(address, 53), zone, "NS")
-                    section = reply.answer or reply.authority
-                    return {
-                        r.target.to_text(omit_final_dot=True)
-                        for rrset in section
-                        if rrset.rdtype == dns.rdatatype.NS
-                        for r in rrset
-                    }
-        except dns.exception.DNSException:
-            pass
-        return set()
 
     async def update_server(self, zone: str) -> HostPort:
         configured = self.settings.dns.zone_for(zone)
@@ -160,27 +62,6 @@ class DnsActivities:
         if not addresses:
             raise ApplicationError(f"the primary {mname} of {zone} has no address", non_retryable=True)
         return HostPort(addresses[0], 53)
-
-    async def read_mx(self, server: HostPort, domain: str) -> tuple[list[MxRecord], int]:
-        """MX set and its TTL as served by `server`, which must answer authoritatively."""
-        reply = await self.ask(server, domain, "MX")
-        rcode = reply.rcode()
-        if rcode != dns.rcode.NOERROR:
-            raise ApplicationError(f"{server} answered {dns.rcode.to_text(rcode)} for {domain} MX")
-        if not reply.flags & dns.flags.AA:
-            raise ApplicationError(f"{server} is not authoritative for {domain}")
-        for rrset in reply.answer:
-            if rrset.rdtype == dns.rdatatype.MX:
-                return _mx_from(rrset), rrset.ttl
-        return [], 0
-
-    async def read_soa(self, server: HostPort, zone: str) -> tuple[int, int]:
-        """(serial, negative-caching TTL) from `server`'s SOA of `zone`."""
-        reply = await self.ask(server, zone, "SOA")
-        for rrset in reply.answer:
-            if rrset.rdtype == dns.rdatatype.SOA:
-                return rrset[0].serial, min(rrset[0].minimum, rrset.ttl)
-        raise ApplicationError(f"{server} served no SOA for {zone}")
 
     def keyring(self, zone: str) -> tuple[dict, str]:
         configured = self.settings.dns.zone_for(zone)
@@ -195,8 +76,6 @@ class DnsActivities:
             )
         ring = dns.tsigkeyring.from_text({key.name: (key.algorithm, key.secret)})
         return ring, key.name
-
-    # -- activities -------------------------------------------------------------------------
 
     @activity.defn
     @beating
@@ -276,13 +155,6 @@ class DnsActivities:
         old = await self.addresses(query.old_fqdn) if query.old_fqdn else []
         return ServerIdentity(forward=forward, reverse=reverse, old_addresses=old, problems=problems)
 
-    async def fcrdns(self, host: str, address: str, forward: list[str]) -> AddressCheck:
-        """Forward-confirmed reverse DNS of one address: a PTR names `host`, which resolves back."""
-        name = dns.reversename.from_address(address).to_text()
-        ptrs = [p.rstrip(".").lower() for p in await self.lookup(name, "PTR")]
-        confirmed = ipaddress.ip_address(address) in {ipaddress.ip_address(a) for a in forward}
-        return AddressCheck(address, ptrs, host in ptrs and confirmed)
-
     @activity.defn
     @beating
     async def apply_mx(self, change: MxChange) -> MxChangeResult:
@@ -332,12 +204,17 @@ class DnsActivities:
         return MxChangeResult(changed=True, before=current, serial=serial)
 
     async def _server_view(self, server: HostPort, query: ConvergenceQuery) -> ServerView:
-        try:
-            (mx, _), (serial, _) = await asyncio.gather(
-                self.read_mx(server, query.domain), self.read_soa(server, query.zone)
-            )
-        except (dns.exception.DNSException, ApplicationError, OSError) as exc:
-            return ServerView(str(server), ok=False, mx=[], serial=None, error=str(exc) or type(exc).__name__)
+        """Both questions at once; when both fail, the MX question's error is the one shown (it
+        says more: "not authoritative" rather than "no SOA"), whichever answer came first."""
+        answers = await asyncio.gather(
+            self.read_mx(server, query.domain), self.read_soa(server, query.zone), return_exceptions=True
+        )
+        for failed in answers:
+            if isinstance(failed, (dns.exception.DNSException, ApplicationError, OSError)):
+                return ServerView(str(server), ok=False, mx=[], serial=None, error=str(failed) or type(failed).__name__)
+            if isinstance(failed, BaseException):
+                raise failed
+        (mx, _), (serial, _) = answers
         return ServerView(str(server), ok=mx_key(mx) == mx_key(query.target), mx=list(mx_key(mx)), serial=serial)
 
     @activity.defn
@@ -375,7 +252,7 @@ class DnsActivities:
                 return ResolverView(str(server), False, [], None, error=str(exc) or type(exc).__name__)
             for rrset in reply.answer:
                 if rrset.rdtype == dns.rdatatype.MX:
-                    mx = list(mx_key(_mx_from(rrset)))
+                    mx = list(mx_key(mx_from(rrset)))
                     return ResolverView(str(server), mx_key(mx) == mx_key(query.target), mx, rrset.ttl)
             return ResolverView(str(server), not query.target, [], None, error=dns.rcode.to_text(reply.rcode()))
 

@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.agent_input import Network, firewall_plan, refusing
 from activities.heartbeat import beating
-from workflows.model import FirewallChange, FirewallPlan, FirewallRules
+from mailmove.base.model import FirewallChange, FirewallPlan, FirewallRules
 
 TAG = "mailmove"
 

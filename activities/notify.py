@@ -10,7 +10,6 @@ receiver that deduplicates. Without `notify.sender` nothing is sent (False).
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -22,12 +21,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.dns import DnsActivities
 from activities.heartbeat import beating
-from mailmove.config import Settings
-from mailmove.names import is_address
-from mailmove.tls import tls_context
-from store.db import sessions
-from store.models import Notification
-from workflows.model import Notice
+from activities.helo import helo_name
+from activities.smtp_session import connected
+from mailmove.base.config import Settings
+from mailmove.base.model import Notice
+from mailmove.base.names import is_address
+from mailmove.base.tls import tls_context
+from mailmove.store.db import sessions
+from mailmove.store.models import Notification
 
 
 def compose(notice: Notice, sender: str, dashboard_url: str = "") -> EmailMessage:
@@ -75,10 +76,10 @@ class NotifyActivities:
         """One session: STARTTLS is required and verified for the relay's name."""
         smtp = self.settings.smtp
         client = aiosmtplib.SMTP(
-            hostname=address, port=port, local_hostname=smtp.helo or socket.getfqdn(), timeout=smtp.timeout,
+            hostname=address, port=port, local_hostname=await helo_name(smtp), timeout=smtp.timeout,
             start_tls=False,
         )  # fmt: skip
-        async with client:
+        async with connected(client):
             await client.starttls(server_hostname=host, tls_context=tls_context(smtp.ca_file))
             await client.send_message(message)
 

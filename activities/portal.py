@@ -4,7 +4,7 @@ The request is written to the database before it is sent and again when the port
 answered; the same key is sent as `Idempotency-Key`, so a worker that dies between the two
 writes re-sends a request that the portal recognises instead of filing a second one.
 
-The HTTP contract (documented in the README): `POST {url}requests` with a JSON body
+The HTTP contract (docs/portal.md): `POST {url}requests` with a JSON body
 `{"kind", "subject", "values", "reference"}` answers `{"id", "status"}`;
 `GET {url}requests/{id}` answers `{"id", "status"}`, where `confirmed` means registered.
 """
@@ -19,11 +19,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import beating
-from mailmove.config import PortalConfig
-from mailmove.tls import tls_context
-from store.db import sessions
-from store.models import PortalRequest
-from workflows.model import PortalFiling, PortalReceipt, WhitelistFiling
+from mailmove.base.config import PortalConfig
+from mailmove.base.model import PortalFiling, PortalReceipt, WhitelistFiling
+from mailmove.base.tls import tls_context
+from mailmove.base.vocabulary import Request, RequestState
+from mailmove.store.db import sessions
+from mailmove.store.models import PortalRequest
 
 
 class PortalActivities:
@@ -66,7 +67,7 @@ class PortalActivities:
                     kind=filing.kind,
                     subject=filing.subject,
                     values=filing.values,
-                    state="submitting",
+                    state=RequestState.SUBMITTING,
                     reference="",
                     status="",
                     created_at=datetime.now(UTC),
@@ -77,12 +78,12 @@ class PortalActivities:
     def _filed(self, key: str, reference: str, status: str) -> None:
         with self.sessions.begin() as session:
             row = session.get(PortalRequest, key)
-            row.state, row.reference, row.status = "filed", reference, status
+            row.state, row.reference, row.status = RequestState.FILED, reference, status
             row.filed_at = datetime.now(UTC)
 
     async def _file(self, filing: PortalFiling) -> PortalReceipt:
         row = await asyncio.to_thread(self._begin, filing)
-        if row.state == "filed":
+        if row.state == RequestState.FILED:
             return PortalReceipt(filing.key, row.reference, row.status)
         body = {
             "kind": filing.kind,
@@ -111,7 +112,11 @@ class PortalActivities:
         and the address), so a retry files only what is missing."""
         for address in filing.addresses:
             entry = PortalFiling(
-                f"{filing.key}:{address.lower()}", filing.workflow_id, "wl", address, {"domain": filing.domain}
+                f"{filing.key}:{address.lower()}",
+                filing.workflow_id,
+                Request.WHITELIST,
+                address,
+                {"domain": filing.domain},
             )
             await self._file(entry)
         return len(filing.addresses)

@@ -9,7 +9,6 @@ before DATA, so no message is ever sent.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,9 +21,12 @@ from temporalio.exceptions import ApplicationError
 
 from activities.dns import DnsActivities
 from activities.heartbeat import beating
-from mailmove.config import SmtpConfig
-from mailmove.tls import tls_context
-from workflows.model import AddressProbe, AddressReport, AddressVerdict, ProbeQuery, ProbeResult
+from activities.helo import helo_name
+from activities.smtp_session import connected
+from mailmove.base.config import SmtpConfig
+from mailmove.base.model import AddressProbe, AddressReport, AddressVerdict, ProbeQuery, ProbeResult
+from mailmove.base.tls import tls_context
+from mailmove.base.vocabulary import AddressState
 
 T = TypeVar("T")
 
@@ -40,23 +42,17 @@ class ProbeActivities:
         client = aiosmtplib.SMTP(
             hostname=address,
             port=port,
-            local_hostname=self.smtp.helo or socket.getfqdn(),
+            local_hostname=await helo_name(self.smtp),
             timeout=self.smtp.timeout,
             start_tls=False,
         )
-        await client.connect()
-        try:
+        async with connected(client):
             await client.ehlo()
             if client.supports_extension("starttls"):
                 await client.starttls(server_hostname=host, tls_context=tls_context(self.smtp.ca_file))
                 await client.ehlo()
             await client.mail("")
             yield client
-        finally:
-            try:
-                await client.quit()
-            except aiosmtplib.SMTPException:
-                client.close()
 
     async def _rcpt(self, host: str, address: str, port: int, rcpt: str) -> ProbeResult:
         async with self.session(host, address, port) as client:
@@ -82,9 +78,9 @@ class ProbeActivities:
                 due = max(due, time.monotonic()) + interval
                 try:
                     reply = await client.rcpt(rcpt)
-                    verdicts.append(AddressVerdict(rcpt, "accepted", reply.code, reply.message))
+                    verdicts.append(AddressVerdict(rcpt, AddressState.ACCEPTED, reply.code, reply.message))
                 except aiosmtplib.SMTPRecipientRefused as exc:
-                    state = "deferred" if 400 <= exc.code < 500 else "refused"
+                    state = AddressState.DEFERRED if 400 <= exc.code < 500 else AddressState.REFUSED
                     verdicts.append(AddressVerdict(rcpt, state, exc.code, exc.message))
         return verdicts
 

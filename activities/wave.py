@@ -8,9 +8,9 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.converter import value_to_type
 
-from store.db import sessions
-from store.models import WaveRowRecord
-from workflows.model import RowPage, WaveRow
+from mailmove.base.model import RowPage, WaveRow
+from mailmove.store.db import sessions
+from mailmove.store.models import WaveRowRecord
 
 
 class WaveActivities:

@@ -23,8 +23,8 @@ from temporalio.converter import DataConverter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailmove.payload_codec import EncryptionCodec, data_converter, write_key_file  # noqa: E402
-from workflows.model import DomainMoveInput, MxChange, MxRecord  # noqa: E402
+from mailmove.base.model import DomainMoveInput, MxChange, MxRecord  # noqa: E402
+from mailmove.base.payload_codec import EncryptionCodec, data_converter, write_key_file  # noqa: E402
 
 
 def samples() -> dict[str, object]:

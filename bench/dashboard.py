@@ -29,18 +29,18 @@ from temporalio.testing import WorkflowEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard.auth import issue_token  # noqa: E402
-from dashboard.serve import serving  # noqa: E402
-from mailmove import control  # noqa: E402
-from mailmove.config import load_settings  # noqa: E402
-from mailmove.embedded import temporal_binary  # noqa: E402
-from mailmove.inputs import DomainMoveRequest  # noqa: E402
-from sandbox.world import Sandbox, SandboxOptions  # noqa: E402
-from store.db import engine, upgrade  # noqa: E402
-from store.models import AuditEvent, Migration  # noqa: E402
-from worker import build_worker  # noqa: E402
-from workflows import search  # noqa: E402
-from workflows.model import DOMAIN_STAGES  # noqa: E402
+from mailmove.base import search  # noqa: E402
+from mailmove.base.config import load_settings  # noqa: E402
+from mailmove.base.inputs import DomainMoveRequest  # noqa: E402
+from mailmove.base.vocabulary import DOMAIN_STAGES  # noqa: E402
+from mailmove.dashboard.auth import issue_token  # noqa: E402
+from mailmove.dashboard.serve import serving  # noqa: E402
+from mailmove.sandbox.world import Sandbox, SandboxOptions  # noqa: E402
+from mailmove.service import control  # noqa: E402
+from mailmove.service.embedded import temporal_binary  # noqa: E402
+from mailmove.store.db import engine, upgrade  # noqa: E402
+from mailmove.store.models import AuditEvent, Migration  # noqa: E402
+from mailmove.worker import build_worker  # noqa: E402
 
 DOMAIN = "chem.sandbox.test"
 STATES = ["waiting", "running", "needs_attention", "done", "cancelled"]

@@ -73,9 +73,9 @@ class NoopWave:
 
 
 async def serve(config: str, task_queue: str) -> None:
-    from mailmove.config import load_settings
-    from mailmove.processes import stop_on_signals
-    from mailmove.temporal import connect
+    from mailmove.base.config import load_settings
+    from mailmove.base.processes import stop_on_signals
+    from mailmove.base.temporal import connect
 
     client = await connect(load_settings(config), keys=[])  # Temporal alone: payloads in clear
     async with Worker(client, task_queue=task_queue, workflows=[NoopWave, NoopMove], activities=[noop]):
@@ -83,7 +83,7 @@ async def serve(config: str, task_queue: str) -> None:
 
 
 if __name__ == "__main__":
-    from mailmove.processes import exit_process
+    from mailmove.base.processes import exit_process
 
     asyncio.run(serve(sys.argv[1], sys.argv[2]))
     exit_process(0)  # as `mailmove worker` ends: an ordinary shutdown crashed, losing a run of bench/wave

@@ -30,17 +30,17 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from activities.dns import DnsActivities  # noqa: E402
-from mailmove import control  # noqa: E402
-from mailmove.config import HostPort, load_settings  # noqa: E402
-from mailmove.embedded import temporal_binary  # noqa: E402
-from mailmove.inputs import DomainMoveRequest  # noqa: E402
-from sandbox.bind import free_port  # noqa: E402
-from sandbox.world import GATEWAY_MX, Sandbox, SandboxOptions  # noqa: E402
-from store.db import upgrade  # noqa: E402
-from worker import build_worker  # noqa: E402
-from workflows import search  # noqa: E402
+from mailmove.base import search  # noqa: E402
+from mailmove.base.config import HostPort, load_settings  # noqa: E402
+from mailmove.base.inputs import DomainMoveRequest  # noqa: E402
+from mailmove.base.model import ConvergenceQuery, MxRecord, ResolverQuery, mx_key  # noqa: E402
+from mailmove.sandbox.bind import free_port  # noqa: E402
+from mailmove.sandbox.world import GATEWAY_MX, Sandbox, SandboxOptions  # noqa: E402
+from mailmove.service import control  # noqa: E402
+from mailmove.service.embedded import temporal_binary  # noqa: E402
+from mailmove.store.db import upgrade  # noqa: E402
+from mailmove.worker import build_worker  # noqa: E402
 from workflows.domain_move import DomainMoveWorkflow  # noqa: E402
-from workflows.model import ConvergenceQuery, MxRecord, ResolverQuery, mx_key  # noqa: E402
 
 DOMAIN = "chem.sandbox.test"
 FINAL = mx_key([MxRecord(10, h) for h in GATEWAY_MX])

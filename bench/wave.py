@@ -36,14 +36,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from noop_wave import NoopWave, NoopWaveInput  # noqa: E402
 
-from mailmove.config import load_settings  # noqa: E402
-from mailmove.embedded import temporal_binary  # noqa: E402
-from mailmove.payload_codec import write_key_file  # noqa: E402
-from mailmove.temporal import connect  # noqa: E402
-from mailmove.waves import prepare_wave, start_wave  # noqa: E402
-from sandbox.world import Sandbox, SandboxOptions  # noqa: E402
-from store.db import upgrade  # noqa: E402
-from workflows import search  # noqa: E402
+from mailmove.base import search  # noqa: E402
+from mailmove.base.config import load_settings  # noqa: E402
+from mailmove.base.payload_codec import write_key_file  # noqa: E402
+from mailmove.base.temporal import connect  # noqa: E402
+from mailmove.sandbox.world import Sandbox, SandboxOptions  # noqa: E402
+from mailmove.service.embedded import temporal_binary  # noqa: E402
+from mailmove.service.waves import prepare_wave, start_wave  # noqa: E402
+from mailmove.store.db import upgrade  # noqa: E402
 
 T = TypeVar("T")
 TIMING = {"probe_interval": 1, "convergence_poll": 0.25, "convergence_pause": 1, "reminder_interval": 86400}

@@ -1,5 +1,5 @@
-"""The `mailmove` command line. Exit status: 0 ok, 2 bad input (the message names the field)
-or a refused request, 1 any other failure."""
+"""The `mailmove` command line. Exit status: 0 ok, 2 any error of mailmove.base.errors (bad
+input, configuration, not found, conflict; the message names the field), 1 any other failure."""
 
 from __future__ import annotations
 
@@ -11,26 +11,24 @@ import sys
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.markup import escape
+from rich.progress import MofNCompleteColumn, Progress
 from temporalio.client import Client
 
-from dashboard.serve import serving
-from mailmove import control, waves
-from mailmove.config import ConfigError, Settings, load_settings, parse_duration
-from mailmove.embedded import DevServer, codec_endpoint
-from mailmove.inputs import DomainMoveRequest, FieldError, ServerMoveRequest, external_addresses, relay_test_query
-from mailmove.payload_codec import write_key_file
-from mailmove.processes import exit_process, stop_on_signals
-from mailmove.render import clean, console, migration_table, report_view, shown, step_verdicts, swaks, wave_view
-from mailmove.render import plain as as_text
-from mailmove.startup import StateLock, check_ports, private_state
-from mailmove.temporal import (
+from mailmove.base import hints, ids
+from mailmove.base.config import Settings, load_settings, parse_duration
+from mailmove.base.errors import BadInput, MailmoveError
+from mailmove.base.inputs import DomainMoveRequest, ServerMoveRequest, external_addresses, relay_test_query
+from mailmove.base.model import CancelInput, ConfirmInput, ExtendInput
+from mailmove.base.payload_codec import write_key_file
+from mailmove.base.processes import exit_process, stop_on_signals
+from mailmove.base.temporal import (
     Role,
     Unreachable,
     connect,
@@ -38,9 +36,30 @@ from mailmove.temporal import (
     reader,
     register_search_attributes,
 )
-from store.db import upgrade
-from worker import build_worker, join, serve
-from workflows.model import CancelInput, ConfirmInput, ExtendInput
+from mailmove.base.vocabulary import CheckStage, DnsMode, MoveState, PortalMode, RelayScope
+from mailmove.checks.dns import Dns
+from mailmove.checks.relay import run_relay_test
+from mailmove.dashboard.serve import serving
+from mailmove.sandbox.world import Sandbox, SandboxOptions
+from mailmove.service import control, guard, survey, waves
+from mailmove.service.embedded import DevServer, codec_endpoint
+from mailmove.service.render import (
+    clean,
+    console,
+    guard_table,
+    guard_view,
+    migration_table,
+    report_view,
+    shown,
+    step_verdicts,
+    survey_view,
+    swaks,
+    wave_view,
+)
+from mailmove.service.render import plain as as_text
+from mailmove.service.startup import StateLock, check_ports, private_state
+from mailmove.store.db import upgrade
+from mailmove.worker import build_worker, join, serve
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Move mail domains behind the central mail gateway.")
 domain_app = typer.Typer(no_args_is_help=True, help="Domain moves.")
@@ -53,28 +72,8 @@ app.add_typer(server_app, name="server")
 app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(wave_app, name="wave")
-
-
-class DnsMode(str, Enum):
-    rfc2136 = "rfc2136"
-    centre = "centre"
-
-
-class PortalMode(str, Enum):
-    manual = "manual"
-    http = "http"
-
-
-class CheckStage(str, Enum):
-    before = "before"
-    during = "during"
-    after = "after"
-
-
-class RelayScope(str, Enum):
-    external = "external"
-    internal = "internal"
-    unsecure = "unsecure"
+guard_app = typer.Typer(no_args_is_help=True, help="The guards of finished moves: their checks again, daily.")
+app.add_typer(guard_app, name="guard")
 
 
 class Context:
@@ -120,7 +119,7 @@ def run(work: Callable[[Settings], Awaitable[None]], cleanup: Callable[[], None]
     try:
         settings = ctx.settings()
         asyncio.run(work(settings))
-    except (ConfigError, FieldError, control.Refused) as exc:
+    except MailmoveError as exc:  # every kind: the person can fix it, or wait and try again
         fail(str(exc))
         code = 2
     except Unreachable as exc:
@@ -291,7 +290,7 @@ def keygen(path: Path = typer.Argument(..., help="the new key file (never overwr
         try:
             key = write_key_file(path)
         except FileExistsError:
-            raise FieldError("PATH", f"{path} exists; a key file is never overwritten") from None
+            raise BadInput("PATH", f"{path} exists; a key file is never overwritten") from None
         console().print(f"wrote payload key {key.id} to {escape(str(path))}", highlight=False)
 
     run(work)
@@ -304,7 +303,7 @@ def keygen(path: Path = typer.Argument(..., help="the new key file (never overwr
 def domain_start(
     domain: str = typer.Argument(..., help="the mail domain to move, e.g. chem.tu-darmstadt.de"),
     legacy_mx: str = typer.Option(..., "--legacy-mx", help="the department's current mail server"),
-    dns_mode: DnsMode = typer.Option(DnsMode.rfc2136, "--dns", help="rfc2136: mailmove updates DNS; centre: by hand"),
+    dns_mode: DnsMode = typer.Option(DnsMode.RFC2136, "--dns", help="rfc2136: mailmove updates DNS; centre: by hand"),
     portal: Optional[PortalMode] = typer.Option(
         None, "--portal", help="how the domain is filed (default: portal.mode)"
     ),
@@ -337,9 +336,9 @@ def domain_start(
         move = await control.prepare_domain_move(settings, request)  # before Temporal is even asked
         wid = await control.start_domain_move(await client_for(settings), settings, move)
         if as_json:
-            print_json({"id": wid, "state": "running"})
+            print_json({"id": wid, "state": MoveState.RUNNING})
         else:
-            console().print(f"started {wid}; watch it with `mailmove show {wid}`")
+            console().print(f"started {wid}; watch it with `{hints.show(wid)}`")
 
     run(work)
 
@@ -354,7 +353,7 @@ def server_start(
     new_ipv4: str = typer.Option(..., "--new-ipv4", help="the new server's IPv4 address"),
     new_ipv6: str = typer.Option("", "--new-ipv6", help="its IPv6 address, if it has one"),
     relay_scope: RelayScope = typer.Option(
-        RelayScope.external,
+        RelayScope.EXTERNAL,
         "--relay-scope",
         help="external: mailout (TSL entry); internal: mailout-intern (campus only, no entry); "
         "unsecure: mailout-unsecure (no TLS, campus only)",
@@ -369,6 +368,11 @@ def server_start(
     rcpt: str = typer.Option("", "--rcpt", help="relay test recipient (default: the contact address)"),
     send: bool = typer.Option(False, "--send", help="the relay test also sends a message"),
     agent: bool = typer.Option(True, "--agent/--no-agent", help="a host agent runs on the new server"),
+    configure_mta: bool = typer.Option(
+        False,
+        "--configure-mta",
+        help="after the relay test the agent sets the relay in Postfix's main.cf (a cancel restores it)",
+    ),
     portal: Optional[PortalMode] = typer.Option(None, "--portal", help="how entries are filed (default portal.mode)"),
     as_json: bool = JSON,
 ) -> None:
@@ -389,6 +393,7 @@ def server_start(
             rcpt=rcpt,
             send=send,
             agent=agent,
+            configure_mta=configure_mta,
             portal_mode=portal.value if portal else "",
             actor=actor(),
         )
@@ -397,13 +402,13 @@ def server_start(
         wid = await control.start_server_move(client, settings, move)
         polled = not move.agent_queue or await control.agent_polls(client, settings, move.agent_queue)
         if as_json:
-            print_json({"id": wid, "state": "running", "agent_queue": move.agent_queue, "agent_seen": polled})
+            print_json({"id": wid, "state": MoveState.RUNNING, "agent_queue": move.agent_queue, "agent_seen": polled})
             return
-        console().print(f"started {wid}; watch it with `mailmove show {wid}`")
+        console().print(f"started {wid}; watch it with `{hints.show(wid)}`")
         if not polled:
             console().print(
                 f"[yellow]no host agent polls {move.agent_queue} yet:[/yellow] run "
-                f"`mailmove worker --host {move.new_fqdn}` on {move.new_fqdn}; the firewall and relay test wait for it"
+                f"`{hints.host_agent(move.new_fqdn)}` on {move.new_fqdn}; the firewall and relay test wait for it"
             )
 
     run(work)
@@ -411,7 +416,7 @@ def server_start(
 
 @wave_app.command("start")
 def wave_start(
-    file: Path = typer.Argument(..., help="CSV: one move a row (see the README)"),
+    file: Path = typer.Argument(..., help="CSV: one move a row (see docs/operations.md)"),
     concurrency: int = typer.Option(10, "--concurrency", help="moves running at once, at most"),
     rate: str = typer.Option("30/min", "--rate", help="moves started (requests filed) at most, e.g. 30/min"),
     name: str = typer.Option("", "--name", help="the wave's name; default: the file's name"),
@@ -427,7 +432,7 @@ def wave_start(
         else:
             console().print(
                 f"started {wid}: {len(wave.rows)} moves, at most {concurrency} at once and {wave.rate:g} a minute; "
-                f"watch it with `mailmove wave show {wave.name}`"
+                f"watch it with `{hints.wave_show(wave.name)}`"
             )
 
     run(work)
@@ -463,7 +468,7 @@ def whitelist_diff(
 
     async def work(settings: Settings) -> None:
         wid = control.workflow_id(domain, settings)
-        request = DomainMoveRequest(wid.partition(":")[2], "-", addresses_file=str(addresses))
+        request = DomainMoveRequest(ids.parse(wid)[1], "-", addresses_file=str(addresses))
         listed = external_addresses(request, request.domain)
         diff = await control.whitelist_diff(await client_for(settings), settings, wid, listed)
         if as_json:
@@ -496,11 +501,8 @@ def relay_test(
     """The telnet-style relay test, printed like swaks; exit 0 only when every step passed."""
 
     async def work(settings: Settings) -> None:
-        from activities.dns import DnsActivities
-        from activities.relay_test import run_relay_test
-
         query, smtp = relay_test_query(settings, relay, helo, mail_from, rcpt, source, ca, send, not plain)
-        transcript = await run_relay_test(query, smtp, DnsActivities(settings).addresses)
+        transcript = await run_relay_test(query, smtp, Dns(settings).addresses)
         if as_json:
             print_json(transcript)
         else:
@@ -538,6 +540,47 @@ def check_(
             console().print(report_view(report))
         if report.errors:
             raise typer.Exit(1)
+
+    run(work)
+
+
+@app.command("survey")
+def survey_(
+    file: Optional[Path] = typer.Argument(None, help="the domains, one a line (`#` starts a comment)"),
+    zone: Optional[str] = typer.Option(
+        None, "--zone", help="every name of ZONE with an MX, an SPF record or an address (AXFR with its TSIG key)"
+    ),
+    wave: Optional[Path] = typer.Option(
+        None, "--wave", help="write the not-yet domains to this CSV file for `mailmove wave start`"
+    ),
+    concurrency: Optional[int] = typer.Option(
+        None, "--concurrency", help="domains read at once (default: survey.concurrency)"
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Where each domain stands against the gateway's rules: behind, partly, not yet, no mail, or
+    broken (with the reason); kept as the last survey for the dashboard."""
+
+    async def work(settings: Settings) -> None:
+        source, domains = await survey.domains_from(settings, file, zone)  # every name read before any is asked
+        at_once = settings.survey.concurrency if concurrency is None else concurrency
+        # checkdmarc reads in threads (mailmove/checks/records.py): one for each domain in flight
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max(at_once, 1)))
+        columns = (*Progress.get_default_columns(), MofNCompleteColumn())
+        with Progress(*columns, console=console(stderr=True), disable=as_json, transient=True) as bar:
+            task = bar.add_task(f"surveying {escape(clean(source))}", total=len(domains))
+            result = await survey.run_survey(settings, source, domains, at_once, lambda _: bar.advance(task))
+        rows = survey.write_wave(wave, result) if wave else 0
+        if as_json:
+            print_json({**result.to_json(), "wave": {"file": str(wave), "rows": rows} if wave else None})
+            return
+        console().print(survey_view(result))
+        if wave:
+            console().print(
+                f"wrote {rows} not-yet domain(s) to {escape(str(wave))}; start them with "
+                f"`{escape(hints.wave_start(str(wave)))}`",
+                highlight=False,
+            )
 
     run(work)
 
@@ -621,12 +664,79 @@ def cancel_(id: str = typer.Argument(...), note: str = typer.Option("", "--note"
     run(work)
 
 
+# -- guard ------------------------------------------------------------------------------------
+
+GUARD_ID = typer.Argument(..., help="the move: domain-move:<domain>, server-move:<fqdn>, or the bare name")
+
+
+@guard_app.command("list")
+def guard_list(as_json: bool = JSON) -> None:
+    """Every guard, with its drift (from the database)."""
+
+    async def work(settings: Settings) -> None:
+        rows = await asyncio.to_thread(guard.guards, settings)
+        print_json(rows) if as_json else console().print(guard_table(rows))
+
+    run(work)
+
+
+@guard_app.command("show")
+def guard_show(id: str = GUARD_ID, as_json: bool = JSON) -> None:
+    """One guard: paused or not, its next run, and each drifting finding with its fix."""
+
+    async def work(settings: Settings) -> None:
+        view = await guard.show_guard(await client_for(settings), settings, control.workflow_id(id, settings))
+        print_json(view.json()) if as_json else console().print(guard_view(view))
+
+    run(work)
+
+
+def _guard_action(id: str, as_json: bool, act: Callable[..., Awaitable[str]], *args: str) -> None:
+    async def work(settings: Settings) -> None:
+        wid = control.workflow_id(id, settings)
+        answer = await act(await client_for(settings), settings, wid, actor(), *args)
+        print_json({"id": wid, "result": answer}) if as_json else console().print(as_text(answer))
+
+    run(work)
+
+
+@guard_app.command("run")
+def guard_run(id: str = GUARD_ID, as_json: bool = JSON) -> None:
+    """Run the guard now (`guard show` has its drift once it has run)."""
+    _guard_action(id, as_json, guard.run_guard)
+
+
+@guard_app.command("pause")
+def guard_pause(id: str = GUARD_ID, note: str = typer.Option("", "--note"), as_json: bool = JSON) -> None:
+    """No runs until `guard resume`."""
+    _guard_action(id, as_json, guard.pause_guard, note)
+
+
+@guard_app.command("resume")
+def guard_resume(id: str = GUARD_ID, note: str = typer.Option("", "--note"), as_json: bool = JSON) -> None:
+    """Runs again on its schedule."""
+    _guard_action(id, as_json, guard.resume_guard, note)
+
+
+@guard_app.command("adopt")
+def guard_adopt(as_json: bool = JSON) -> None:
+    """A guard for every move done, including those done before guards existed (idempotent)."""
+
+    async def work(settings: Settings) -> None:
+        answers = await guard.adopt(await client_for(settings), settings)
+        if as_json:
+            print_json(answers)
+            return
+        made = sum(a["outcome"] == "made" for a in answers)
+        console().print(f"{made} guard(s) made, {len(answers) - made} kept")
+
+    run(work)
+
+
 # -- sandbox ----------------------------------------------------------------------------------
 
 
 def _sandbox(root: Optional[Path], ttl: int):
-    from sandbox.world import Sandbox, SandboxOptions  # its stand-ins (aiosmtpd, uvicorn) load only here
-
     root = (root or Path("var") / f"sandbox-{int(time.time())}").resolve()
     world = Sandbox(SandboxOptions(ttl=ttl, notify=2, root=root)).start()
     return world, world.write_config()

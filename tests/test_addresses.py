@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailmove.addresses import logical_lines, read_addresses
+from mailmove.base.addresses import logical_lines, read_addresses
 
 DOMAIN = "chem.example.org"
 

@@ -8,11 +8,14 @@ import json
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from store.db import sessions
-from store.records import list_migrations
-from tests.conftest import mailmove, settings_for, started_since, until_stage, wait_for
-from tests.workflows.test_domain_move_timeskipping import DOMAIN
-from workflows import search
+from mailmove.base import search
+from mailmove.store.db import sessions
+from mailmove.store.records import list_migrations
+from tests.support.domain_move import DOMAIN
+from tests.support.moves import started_since, until_stage
+from tests.support.polling import wait_for
+from tests.support.processes import mailmove
+from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
 
 
@@ -24,7 +27,7 @@ async def nothing_started(dev_env, settings, since, domain: str = DOMAIN) -> boo
 
 
 LEGACY = f"mail.{DOMAIN}"
-# the stage names of DESIGN.md, written out: outside tools rely on them
+# the stage names, written out: outside tools rely on them (`--json`, `mailmove confirm ID STAGE`)
 STAGES = [
     "preflight",
     "add_gateway_mx",

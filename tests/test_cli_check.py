@@ -9,9 +9,11 @@ import json
 import jsonschema
 import pytest
 
-from sandbox.world import Sandbox, SandboxOptions
-from tests.checks.test_domain_checks import SCHEMA
-from tests.conftest import mailmove
+from mailmove.sandbox.world import Sandbox, SandboxOptions
+from tests.support.processes import mailmove
+from tests.support.reports import SCHEMA
+
+pytestmark = [pytest.mark.bind, pytest.mark.slow]  # the CLI checks a sandbox's BIND
 
 DOMAIN = "chem.sandbox.test"
 

@@ -10,46 +10,28 @@ import sys
 
 import pytest
 
-from mailmove import control
-from sandbox.smtp import RelayHandler, SmtpServer
-from sandbox.world import RELAYS
-from tests.conftest import ROOT, mailmove, started_since, until_stage, wait_for
+from mailmove.sandbox.smtp import RelayHandler, SmtpServer
+from mailmove.sandbox.world import RELAYS
+from mailmove.service import control
+from tests.support.moves import started_since, until_stage
+from tests.support.paths import ROOT
+from tests.support.polling import wait_for
+from tests.support.processes import mailmove
+from tests.support.server_move import GOOD, NEW, RELAY_ARGS, replaced, without
 from workflows.server_move import ServerMoveWorkflow
 
-OLD, NEW = "mail.chem.sandbox.test", "mx2.chem.sandbox.test"
-# the stage names of DESIGN.md, written out: outside tools rely on them
+# the stage names, written out: outside tools rely on them (`--json`, `mailmove confirm ID STAGE`)
 STAGES = [
     "preflight",
     "request_tsl",
     "await_tsl",
     "open_firewall",
     "relay_test",
+    "configure_mta",
     "await_cutover",
     "remove_old_tsl",
     "done",
 ]
-GOOD = [
-    "--old", OLD, "--new", NEW, "--new-ipv4", "127.0.0.2", "--institution", "Chemistry",
-    "--admin", "ab12cdef", "--admin", "xy34ghij", "--contact", "postmaster@chem.sandbox.test",
-    "--sender-domain", "chem.sandbox.test", "--no-agent",
-]  # fmt: skip
-
-
-def without(option: str, args: list[str] = GOOD) -> list[str]:
-    """GOOD with every occurrence of `option` and its value left out."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        else:
-            out.append(arg)
-    return out
-
-
-def replaced(option: str, value: str) -> list[str]:
-    return without(option) + [option, value]
 
 
 @pytest.mark.parametrize(
@@ -69,6 +51,7 @@ def replaced(option: str, value: str) -> list[str]:
         (GOOD + ["--mail-from", "nobody"], "mail_from:"),
         (GOOD + ["--rcpt", "@example.org"], "rcpt:"),
         (GOOD + ["--relay-scope", "outer"], "--relay-scope"),
+        (GOOD + ["--configure-mta"], "configure_mta:"),  # GOOD has --no-agent: nobody to change Postfix
     ],
 )
 async def test_bad_input_exits_2_names_the_field_and_starts_nothing(cli_world, dev_env, args, field):
@@ -134,9 +117,6 @@ def relays(cli_world):
     yield start
     for server in started:
         server.stop()
-
-
-RELAY_ARGS = ["--helo", NEW, "--mail-from", "postmaster@chem.sandbox.test", "--rcpt", "someone@example.org"]
 
 
 async def test_relay_test_prints_the_dialogue_and_exits_0_when_it_passes(cli_world, relays):

@@ -8,12 +8,15 @@ import json
 import httpx
 import pytest
 
-from dashboard.app import create_app
-from dashboard.auth import issue_token
-from mailmove.waves import parse_rate, prepare_wave, start_wave
-from store.db import sessions
-from store.records import list_migrations
-from tests.conftest import mailmove, settings_for, terminate_running, wait_for
+from mailmove.dashboard.app import create_app
+from mailmove.dashboard.auth import issue_token
+from mailmove.service.waves import parse_rate, prepare_wave, start_wave
+from mailmove.store.db import sessions
+from mailmove.store.records import list_migrations
+from tests.support.moves import terminate_running
+from tests.support.polling import wait_for
+from tests.support.processes import mailmove
+from tests.support.settings import settings_for
 
 DOMAINS = ("chem.sandbox.test", "phys.sandbox.test")
 
@@ -31,23 +34,25 @@ async def test_bad_rows_start_nothing_and_are_all_named(world, tmp_path):
     _, settings, config = world
     path = tmp_path / "autumn.csv"
     path.write_text(
-        "kind,domain,legacy_mx,old,new,new_ipv4\n"
+        "kind,domain,legacy_mx,old,new,new_ipv4,configure_mta\n"
         "domain,chem.sandbox.test,mail.chem.sandbox.test,,,\n"
         "domain,phys..sandbox.test,mail.phys.sandbox.test,,,\n"
         "domain,bio.sandbox.test,a2681.mx.gw.sandbox.test,,,\n"
         "server,,,mail.chem.sandbox.test,mx2.chem.sandbox.test,127.0.0.300\n"
         "domain,chem.sandbox.test,mail.chem.sandbox.test,,,\n"
         "ftp,x.sandbox.test,,,,\n"
+        "server,,,mail.chem.sandbox.test,mx3.chem.sandbox.test,127.0.0.3,maybe\n"
     )
     code, out, err = await mailmove(config, "wave", "start", str(path))
     assert code == 2, (out, err)
-    assert "5 bad row(s), nothing started" in err
+    assert "6 bad row(s), nothing started" in err
     for expected in (
         "autumn.csv:3: domain:",
         "autumn.csv:4: legacy_mx:",
         "autumn.csv:5: new_ipv4:",
         "autumn.csv:6: domain: chem.sandbox.test is on line 2 already",
         "autumn.csv:7: kind:",
+        "autumn.csv:8: configure_mta: 'maybe' is not yes or no",
     ):
         assert expected in err
     with sessions(settings.database.url)() as session:
@@ -115,7 +120,7 @@ async def test_the_dashboard_shows_a_wave(world, dev_env, tmp_path):
         assert [r["subject"] for r in shown["status"]["rows"]] == list(DOMAINS) and shown["id"] == "wave:winter"
         page = await c.get("/waves/winter")
         assert page.status_code == 200 and '<progress max="2"' in page.text and "Need attention (0)" in page.text
-        assert (await c.get("/api/waves/spring")).status_code == 422
+        assert (await c.get("/api/waves/spring")).status_code == 404
     async with client("phys") as c:  # an operator sees the rows of their domains only
         shown = (await c.get("/api/waves/winter")).json()
         assert [r["subject"] for r in shown["status"]["rows"]] == ["phys.sandbox.test"]

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.conftest import mailmove, started_since, terminate_running, until_stage
+from tests.support.moves import started_since, terminate_running, until_stage
+from tests.support.processes import mailmove
 from workflows.domain_move import DomainMoveWorkflow
 
 DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"

@@ -1,24 +1,31 @@
-"""The configuration contract of DESIGN.md: its keys, the TU Darmstadt defaults, host:port
-overrides, durations, and TSIG key files as `tsig-keygen` writes them."""
+"""The configuration contract: its keys, the TU Darmstadt defaults, host:port overrides,
+durations, TSIG key files as `tsig-keygen` writes them, and docs/configuration.md, written from
+the same dataclasses that read the file."""
 
 from __future__ import annotations
 
 import subprocess
+import tomllib
 from pathlib import Path
+from typing import get_origin
 
 import pytest
 
-from mailmove.config import (
-    ConfigError,
+from mailmove.base import config_reference
+from mailmove.base.config import (
     HostPort,
+    Settings,
+    ZoneConfig,
+    keys_of,
     load_settings,
     parse_duration,
     parse_host_port,
     parse_settings,
     read_tsig_keyfile,
 )
+from mailmove.base.errors import ConfigError
 
-DESIGN_EXAMPLE = """
+EXAMPLE = """
 [temporal]
 address = ""
 namespace = "default"
@@ -49,7 +56,7 @@ listen = "127.0.0.1:8080"
 
 def test_the_design_example_parses_and_relative_paths_follow_the_file(tmp_path: Path):
     config = tmp_path / "mailmove.toml"
-    config.write_text(DESIGN_EXAMPLE)
+    config.write_text(EXAMPLE)
     s = load_settings(config)
     assert s.gateway.mx == ("a2681.mx.srv.dfn.de", "b2681.mx.srv.dfn.de", "c2681.mx.srv.dfn.de")
     assert (s.gateway.mx_preference, s.gateway.legacy_preference, s.gateway.smtp_port) == (10, 5, 25)
@@ -106,6 +113,16 @@ def test_durations():
         ('[gateway]\nlegacy_preference = "5"\n', "gateway.legacy_preference"),
         ('[dns.zones."x.org"]\nupdate_server = "h:0"\n', 'dns.zones."x.org".update_server'),
         ('[timing]\nescalate_after = "forever"\n', "timing.escalate_after"),
+        ('[timing]\nheartbeat_timeout = "1s"\n', "timing.heartbeat_timeout"),  # activities beat every second
+        ('[dashboard]\nsecure_cookies = "false"\n', "dashboard.secure_cookies"),  # bool() once took it for true
+        ('[dashboard.roles]\nalice = "boss"\n', 'dashboard.roles."alice"'),
+        ("[dashboard]\nroles = 5\n", "dashboard.roles"),
+        ('[dashboard.operator_domains]\nalice = "chem.example.org"\n', 'dashboard.operator_domains."alice"'),
+        ('[portal]\nurl = ["https://portal.example/"]\n', "portal.url"),
+        ("[dns]\nzones = []\n", "dns.zones"),
+        ('[dns.zones."x.org"]\nname = "y.org"\n', 'dns.zones."x.org".name'),
+        ("paths = 5\n", "paths"),
+        ("[mail]\n", "config.mail"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path, toml, field):
@@ -177,3 +194,56 @@ def test_the_portal_token_never_crosses_the_network_in_clear(tmp_path):
     ):
         assert parse_settings({"portal": {**token, **allowed}}).portal.url == allowed["url"]
     assert parse_settings({"portal": {"url": "http://portal.example/", "mode": "http"}})  # no token: nothing to leak
+
+
+def test_a_secret_stays_a_reference(tmp_path):
+    """The keys marked secret name a file or a variable; the settings hold that name, never what it holds."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t-value\n")
+    raw: dict = {}
+    for section, (table, _) in keys_of(Settings).items():
+        for name, (hint, key) in keys_of(table).items():
+            if key.secret:
+                reference = str(secret) if key.resolve else "MAILMOVE_TEST_SECRET"
+                raw.setdefault(section, {})[name] = [reference] if hint == tuple[str, ...] else reference
+    raw["dns"]["zones"] = {"x.org": {"tsig_key": "ddns-key"}}
+    raw["dashboard"]["oidc_issuer"] = "https://login.example.org/"
+    raw["dashboard"]["oidc_client_id"] = "mailmove"
+    assert {"temporal", "dns", "portal", "dashboard"} <= raw.keys()
+    settings = parse_settings(raw, tmp_path)
+    assert settings.portal.credentials_file == str(secret) and settings.temporal.encryption_key_files == (str(secret),)
+    assert "s3cr3t" not in repr(settings)
+
+
+def every_key():
+    """(dotted key, its type, the file that sets it to a value) for every key; a zone's in an example zone."""
+    for section, (table, _) in keys_of(Settings).items():
+        for name, (hint, _) in keys_of(table).items():
+            yield f"{section}.{name}", hint, lambda value, s=section, n=name: {s: {n: value}}
+    for name, (hint, _) in keys_of(ZoneConfig).items():
+        yield f'dns.zones."z.org".{name}', hint, lambda value, n=name: {"dns": {"zones": {"z.org": {n: value}}}}
+
+
+@pytest.mark.parametrize("dotted,hint,file", every_key(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_key_given_a_value_of_the_wrong_kind_is_named(dotted, hint, file):
+    tables = get_origin(hint) is dict or hint == tuple[ZoneConfig, ...]
+    with pytest.raises(ConfigError) as refused:
+        parse_settings(file([1] if tables else {"x": 1}))
+    assert refused.value.field == dotted
+
+
+def test_the_reference_is_written_from_the_dataclasses():
+    """docs/configuration.md is what the dataclasses say: if this fails, the words changed in
+    mailmove/base/config.py; run `.venv/bin/python -m mailmove.base.config_reference`."""
+    assert config_reference.DOC.read_text() == config_reference.reference()
+
+
+def test_the_defaults_the_reference_shows_are_the_defaults(tmp_path):
+    """Each default in docs/configuration.md, written into a file, reads as the built-in default."""
+    text = ""
+    for section, (table, _) in keys_of(Settings).items():
+        text += f"[{section}]\n" + "".join(
+            f"{key} = {default}\n" for key, _, default, _ in config_reference.rows(table)
+        )
+    assert '[timing]\nprobe_interval = "1h"\n' in text and "mx_preference = 10\n" in text
+    assert parse_settings(tomllib.loads(text), tmp_path) == parse_settings({}, tmp_path)

@@ -10,18 +10,16 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mailmove.config import environment_overrides, parse_settings
-from tests.conftest import ROOT
-from worker import GRACEFUL_SHUTDOWN
+from mailmove.base.config import environment_overrides, parse_settings
+from mailmove.worker import GRACEFUL_SHUTDOWN
+from tests.support.paths import BIN, ROOT
 
 DEPLOY = ROOT / "deploy"
-BIN = Path(sys.executable).parent
 MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml"))
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
 
@@ -95,6 +93,17 @@ def test_every_variable_is_a_configuration_key_and_secrets_are_files():
             paths = json.loads(value) if name.endswith("_FILES") else [value]
             assert name.endswith(("_FILE", "_KEYFILE", "_FILES")), name
             assert paths and all(p.startswith(("/", "%d/")) for p in paths), name
+
+
+def test_production_runs_two_workers():
+    """A lost worker is covered by the other at once (docs/recovery.md): with one, every kill
+    stops all moves until a new process has started and replayed them."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose["services"]["worker"]["deploy"]["replicas"] >= 2
+    workers = [
+        d for m in MANIFESTS for d in documents(m) if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"]
+    ]
+    assert workers and all(d["spec"]["replicas"] >= 2 for d in workers)
 
 
 def test_every_grace_period_outlasts_the_workers_shutdown():

@@ -30,18 +30,22 @@ from temporalio.client import WorkflowHandle
 from temporalio.worker import Replayer
 
 from activities.heartbeat import WORKER_SHUTDOWN
-from mailmove import control
-from mailmove.config import load_settings
-from mailmove.inputs import DomainMoveRequest
-from sandbox.bind import free_port
-from sandbox.world import Sandbox
-from tests.conftest import nft_in, settings_for, terminate_running, until_stage, wait_for
-from tests.test_recovery import ROOT, kill, start_worker
-from tests.workflows.test_domain_move_timeskipping import DOMAIN
-from tests.workflows.test_server_move_timeskipping import NEW, request
-from worker import WORKFLOWS
+from mailmove.base.config import load_settings
+from mailmove.base.inputs import DomainMoveRequest
+from mailmove.base.model import MoveState
+from mailmove.sandbox.bind import free_port
+from mailmove.sandbox.world import Sandbox
+from mailmove.service import control
+from mailmove.worker import WORKFLOWS
+from tests.support.domain_move import DOMAIN
+from tests.support.firewall import nft_in
+from tests.support.moves import terminate_running, until_stage
+from tests.support.paths import ROOT
+from tests.support.polling import wait_for
+from tests.support.processes import kill, start_worker
+from tests.support.server_move import NEW, request
+from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import MoveState
 
 # kill -> next attempt started on a new worker: heartbeat timeout (5 s) + first retry (1 s) +
 # a new worker process starting (about 3 s here), with room for a loaded 2-core CI machine

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
-from mailmove import control
-from tests.conftest import nft_in, settings_for, status_of, terminate_running, until_stage
-from tests.workflows.test_server_move_timeskipping import NEW, request
-from workflows.model import MoveState, StageState
+from mailmove.base.model import MoveState, StageState
+from mailmove.service import control
+from tests.support.firewall import nft_in
+from tests.support.moves import status_of, terminate_running, until_stage
+from tests.support.server_move import NEW, request
+from tests.support.settings import settings_for
 from workflows.server_move import ServerMoveWorkflow
 
 

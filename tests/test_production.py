@@ -11,9 +11,12 @@ import sys
 
 import httpx
 
-from dashboard.auth import issue_token
-from sandbox.bind import free_port
-from tests.conftest import ROOT, mailmove, settings_for, wait_for
+from mailmove.dashboard.auth import issue_token
+from mailmove.sandbox.bind import free_port
+from tests.support.paths import ROOT
+from tests.support.polling import wait_for
+from tests.support.processes import mailmove
+from tests.support.settings import settings_for
 
 DOMAIN = "chem.sandbox.test"
 GRACE = 30  # the units' TimeoutStopSec and the pods' terminationGracePeriodSeconds

@@ -13,13 +13,17 @@ import dns.tsigkeyring
 import dns.update
 from temporalio.worker import Replayer
 
-from mailmove import control
-from mailmove.config import read_tsig_keyfile
-from mailmove.inputs import DomainMoveRequest
-from tests.conftest import encrypting, resolved_mx, serial_of, served_mx, settings_for, status_of, until_stage, wait_for
-from tests.workflows.test_domain_move_timeskipping import DOMAIN, FINAL, ORIGINAL, WITH_LEGACY
+from mailmove.base.config import read_tsig_keyfile
+from mailmove.base.inputs import DomainMoveRequest
+from mailmove.base.model import ConfirmInput, MoveState, MxRecord, mx_key
+from mailmove.service import control
+from tests.support.dns import resolved_mx, serial_of, served_mx
+from tests.support.domain_move import DOMAIN, FINAL, ORIGINAL, WITH_LEGACY
+from tests.support.moves import status_of, until_stage
+from tests.support.payloads import encrypting
+from tests.support.polling import wait_for
+from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import ConfirmInput, MoveState, MxRecord, mx_key
 
 TTL = 4
 

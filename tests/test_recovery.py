@@ -8,21 +8,25 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
 
-from mailmove import control
-from mailmove.inputs import DomainMoveRequest
-from store.db import sessions
-from store.records import portal_requests
-from tests.conftest import serial_of, served_mx, settings_for, until_stage, wait_for
-from tests.workflows.test_domain_move_timeskipping import DOMAIN, FINAL
-from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import MoveState
+import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from mailmove.base.inputs import DomainMoveRequest
+from mailmove.base.model import MoveState
+from mailmove.service import control
+from mailmove.store.db import sessions
+from mailmove.store.records import portal_requests
+from tests.support.dns import serial_of, served_mx
+from tests.support.domain_move import DOMAIN, FINAL
+from tests.support.moves import until_stage
+from tests.support.polling import wait_for
+from tests.support.processes import kill, mailmove_sync, move_done, start_up, start_worker
+from tests.support.settings import settings_for
+from workflows.domain_move import DomainMoveWorkflow
+
 FAST_RETRY = {
     "heartbeat_timeout": 2,
     "dns_timeout": 5,
@@ -32,21 +36,6 @@ FAST_RETRY = {
     "convergence_pause": 0.5,
     "probe_interval": 1,
 }
-
-
-def start_worker(config: Path, *args: str) -> subprocess.Popen:
-    """`worker.py` as its own process (`--host FQDN`: a host agent)."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py"), "--config", str(config), *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=open(config.parent / "worker.log", "ab"),
-    )
-
-
-def kill(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait()
 
 
 async def start_move(dev_env, world, **config):
@@ -99,7 +88,7 @@ async def test_worker_killed_in_request_domain(dev_env, sandbox_factory):
     world.registry.respond_after = 30  # the portal records the request, the reply is slow
     settings, config, worker, handle = await start_move(dev_env, world)
     try:
-        await wait_for(lambda: _async(len(world.registry.requests) == 1), timeout=30, what="the filing")
+        await wait_for(lambda: len(world.registry.requests) == 1, timeout=30, what="the filing")
         assert filed(settings, handle.id) == [("submitting", "")]  # recorded before it was sent
         kill(worker)  # the reply is lost with the worker
         world.registry.respond_after = 0
@@ -113,23 +102,7 @@ async def test_worker_killed_in_request_domain(dev_env, sandbox_factory):
     assert (state, reference) == ("filed", next(iter(world.registry.requests)))
 
 
-async def _async(value):
-    return value
-
-
-def mailmove(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "mailmove.cli", "--config", str(config), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"mailmove {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
-
-
+@pytest.mark.temporal  # `mailmove up` starts its own
 async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_factory):
     """`mailmove up` (embedded dev server, SQLite under var/), killed mid-move and started again."""
     world = sandbox_factory(confirm_after=10**9)
@@ -137,14 +110,12 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
     log_file = config.parent / "up.log"
 
     def show() -> dict:
-        return json.loads(mailmove(config, "show", DOMAIN, "--json").stdout)
+        return json.loads(mailmove_sync(config, "show", DOMAIN, "--json").stdout)
 
     stack = await start_up(config)
     try:
-        mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
-        await wait_for(
-            lambda: _async(show()["status"]["stage"] == "await_registration"), timeout=60, what="registration"
-        )
+        mailmove_sync(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
+        await wait_for(lambda: show()["status"]["stage"] == "await_registration", timeout=60, what="registration")
         db = world.root / "var" / "temporal.db"
         assert db.exists()
         subprocess.run(["pkill", "-KILL", "-f", str(db)], check=True)  # the dev server dies first
@@ -152,9 +123,9 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
         world.registry.confirm_after = 0  # meanwhile the centre registers the domain
         stack = await start_up(config)
         try:
-            await wait_for(lambda: _async(_done(config)), timeout=90, interval=1, what="done after the restart")
+            await wait_for(lambda: move_done(config), timeout=90, interval=1, what="done after the restart")
         except AssertionError as exc:  # say where the move stands and what `up` printed
-            shown = mailmove(config, "show", DOMAIN, check=False).stdout
+            shown = mailmove_sync(config, "show", DOMAIN, check=False).stdout
             raise AssertionError(shown + log_file.read_text()[-3000:]) from exc
         view = show()
     finally:
@@ -167,20 +138,6 @@ async def test_up_restarted_on_the_same_sqlite_file_finishes_the_move(sandbox_fa
     assert not subprocess.run(["pgrep", "-f", str(db)], capture_output=True).stdout  # Ctrl-C stopped it all
 
 
-async def start_up(config: Path) -> subprocess.Popen:
-    """`mailmove up` in a process of its own, once it has printed its addresses."""
-    log_file = config.parent / "up.log"
-    log_file.write_text("")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mailmove.cli", "--config", str(config), "up"],
-        cwd=ROOT,
-        stdout=open(log_file, "a"),
-        stderr=subprocess.STDOUT,
-    )
-    await wait_for(lambda: _async("Ctrl-C stops all of it" in log_file.read_text()), timeout=60, what="up")
-    return process
-
-
 async def test_up_with_a_cluster_address_runs_the_worker_against_it(dev_env, sandbox_factory):
     world = sandbox_factory(confirm_after=1)
     address = dev_env.client.service_client.config.target_host
@@ -188,7 +145,7 @@ async def test_up_with_a_cluster_address_runs_the_worker_against_it(dev_env, san
     stack = await start_up(config)
     try:
         assert f"Temporal cluster  {address}" in (config.parent / "up.log").read_text()
-        mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
+        mailmove_sync(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
         handle = dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, f"domain-move:{DOMAIN}")
         assert (await asyncio.wait_for(handle.result(), 60)).state == MoveState.DONE
     finally:
@@ -196,8 +153,3 @@ async def test_up_with_a_cluster_address_runs_the_worker_against_it(dev_env, san
         assert stack.wait(30) == 0
     assert not (world.root / "var" / "temporal.db").exists()  # no embedded server was started
     await dev_env.client.service_client.check_health()  # and the cluster is still there
-
-
-def _done(config: Path) -> bool:
-    result = mailmove(config, "show", DOMAIN, "--json", check=False)
-    return result.returncode == 0 and (json.loads(result.stdout).get("status") or {}).get("state") == "done"

@@ -1,19 +1,29 @@
 """The whole server move on the dev server: the worker in this process, the host agent as a
 process of its own (`worker.py --host`), BIND serving the forward and reverse zones, the
-portal and relay stand-ins, nftables in a namespace of the test's own."""
+portal and relay stand-ins, nftables in a namespace of the test's own, and (`--configure-mta`)
+a real Postfix of the test's own that the agent sets to relay through the relay stand-in."""
 
 from __future__ import annotations
+
+import email
 
 import pytest
 from temporalio.client import WorkflowFailureError
 
 from activities.firewall import covered
-from mailmove import control
-from sandbox.world import Sandbox
-from tests.conftest import nft_in, settings_for, status_of, terminate_running, until_stage, wait_for
-from tests.test_recovery import kill, start_worker
-from tests.workflows.test_server_move_timeskipping import NEW, OLD, filings, firewall_of, request
-from workflows.model import CancelInput, ConfirmInput, MoveState, StageState
+from activities.postfix import RECORD
+from mailmove.base.model import CancelInput, ConfirmInput, MoveState, StageState
+from mailmove.base.vocabulary import RelayScope
+from mailmove.sandbox.world import RELAYS, Sandbox
+from mailmove.service import control
+from mailmove.store.db import sessions
+from mailmove.store.records import audit_trail
+from tests.support.firewall import firewall_of, nft_in
+from tests.support.moves import status_of, terminate_running, until_stage
+from tests.support.polling import wait_for
+from tests.support.processes import kill, start_worker
+from tests.support.server_move import NEW, OLD, filings, request
+from tests.support.settings import settings_for
 from workflows.server_move import ServerMoveWorkflow, firewall_plan
 
 FAST = {
@@ -31,8 +41,9 @@ async def server_move(dev_env, worker_for, netns):
     """Start a move with an in-process worker and a host agent process; agents are killed after."""
     agents, handles = [], []
 
-    async def begin(world: Sandbox, req=None, agent: bool = True, before_start=None, postconf=None):
-        agent_config = {"nft": nft_in(netns), **({"postconf": postconf} if postconf else {})}
+    async def begin(world: Sandbox, req=None, agent: bool = True, before_start=None, postfix_dir=None, postfix=None):
+        agent_config = {"nft": nft_in(netns), **({"postfix_config_dir": postfix_dir} if postfix_dir else {})}
+        agent_config |= postfix.agent_settings() if postfix else {}
         settings = settings_for(world, dev_env, portal_mode="http", timing=FAST, agent=agent_config)
         await worker_for(dev_env.client, settings)
         if agent:
@@ -55,8 +66,7 @@ async def test_a_server_move_end_to_end(server_move, sandbox_factory, netns, dev
     world = sandbox_factory(confirm_after=1)
     (tmp_path / "main.cf").write_text("relayhost = [smtp.old-relay.example]\n")  # Postfix not yet switched
     (tmp_path / "master.cf").write_text("")
-    postconf = ["postconf", "-c", str(tmp_path)]
-    settings, move, handle, _ = await server_move(world, request(send=True), postconf=postconf)
+    settings, move, handle, _ = await server_move(world, request(send=True), postfix_dir=str(tmp_path))
     status = await until_stage(handle, "await_cutover", "waiting", timeout=90)
     [warning] = status.warnings
     assert f"set in main.cf: relayhost = [{move.relay.host}]:{move.relay.port}; smtp_tls_security_level" in warning
@@ -72,6 +82,49 @@ async def test_a_server_move_end_to_end(server_move, sandbox_factory, netns, dev
     result = await handle.result()
     assert result.state == MoveState.DONE
     assert filings(world) == [("tsl", NEW, "127.0.0.2"), ("tsl-removal", OLD, "127.0.0.1")]
+
+
+async def test_the_agent_sets_postfix_sends_a_probe_through_it_and_a_cancel_restores_it(
+    server_move, sandbox_factory, local_postfix, dev_env
+):
+    """`--configure-mta` with a real Postfix (the new server's: it sends from 127.0.0.2, and knows
+    the relay's name from a hosts file of its own): main.cf is set, the probe message reaches the
+    relay stand-in through it, and a cancel at the cut-over puts main.cf's values back."""
+    world = sandbox_factory(confirm_after=1)
+    relay = world.relays["external"]
+    before = "relayhost = [smtp.old-relay.example]\nsmtp_bind_address = 127.0.0.2\n"
+    local = local_postfix(before, hosts={RELAYS[RelayScope.EXTERNAL]: relay.host})
+    original = local.explicit()
+    settings, move, handle, _ = await server_move(world, request(configure_mta=True), postfix=local)
+    status = await until_stage(handle, "await_cutover", "waiting", timeout=120)
+    assert status.warnings == []  # the stage set what the check found wrong
+    assert local.explicit() == {
+        **original,
+        "relayhost": f"[{move.relay.host}]:{move.relay.port}",
+        "smtp_tls_security_level": "encrypt",
+        "smtp_tls_mandatory_protocols": ">=TLSv1.2",
+    }
+    assert status.postfix_change.changed and status.postfix_change.previous == original
+    probe = status.mta_probe
+    assert probe.relay.startswith(f"{move.relay.host}[{relay.host}]:") and probe.answer.startswith("250 ")
+    [message] = [email.message_from_bytes(m) for m in relay.handler.messages if b"X-Mailmove-Probe" in m]
+    assert message["Message-ID"] == probe.message_id and message["Date"]
+    seen = relay.handler.seen[-1]
+    assert (seen.peer, seen.tls, seen.rcpt) == ("127.0.0.2", True, "someone@example.org")
+    configured = next(s for s in status.stages if s.name == "configure_mta")
+    assert configured.state == StageState.DONE and probe.queue_id in configured.detail
+    with sessions(settings.database.url)() as session:
+        [changed] = [e.detail for e in audit_trail(session, handle.id) if e.action == "changed"]
+    assert "main.cf before: relayhost = [smtp.old-relay.example]; smtp_tls_CAfile (not set)" in changed
+
+    reply = await control.cancel(dev_env.client, handle.id, CancelInput("carol", "not yet"))
+    assert reply.startswith(f"cancelling: restore Postfix's relay lines on {NEW}; remove the firewall rules")
+    result = await handle.result()
+    assert result.state == MoveState.CANCELLED and result.message.startswith("cancelled; restore Postfix's")
+    assert local.explicit() == original and not (local.config_dir / RECORD).exists()
+    status = await status_of(handle)
+    undone = next(s for s in status.stages if s.name == "configure_mta")
+    assert undone.detail.startswith("undone: restored relayhost = [smtp.old-relay.example]")
 
 
 async def test_preflight_catches_a_ptr_that_names_another_host(server_move, sandbox_factory):

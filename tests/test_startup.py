@@ -19,12 +19,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mailmove.config import ConfigError, load_settings
-from mailmove.fingerprint import check_task_queue
-from sandbox.world import free_port
-from tests.conftest import ROOT, settings_for, wait_for
-from tests.postgres_cluster import throwaway_cluster
-from tests.test_recovery import _async, _done, kill, mailmove, start_up, start_worker
+from mailmove.base.config import load_settings
+from mailmove.base.errors import ConfigError
+from mailmove.base.fingerprint import check_task_queue
+from mailmove.sandbox.world import free_port
+from tests.support.paths import ROOT
+from tests.support.polling import wait_for
+from tests.support.postgres_cluster import throwaway_cluster
+from tests.support.processes import kill, mailmove_sync, move_done, start_up, start_worker
+from tests.support.settings import settings_for
 
 DOMAIN = "chem.sandbox.test"
 
@@ -50,6 +53,21 @@ def beside(first: Path, world_root: Path, **replace: str) -> Path:
     return path
 
 
+def file_modes(folder: Path) -> dict[str, int]:
+    """Each file's permission bits; a file gone between the listing and its stat (SQLite's
+    journal, which lives for one transaction) is left out."""
+    modes = {}
+    for p in folder.iterdir():
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            modes[p.name] = stat.S_IMODE(st.st_mode)
+    return modes
+
+
+@pytest.mark.temporal  # `mailmove up` starts its own
 async def test_a_second_up_is_refused_and_the_first_goes_on(sandbox_factory, tmp_path):
     first_world = sandbox_factory(confirm_after=1)
     first = first_world.write_config(portal_mode="http")
@@ -58,9 +76,9 @@ async def test_a_second_up_is_refused_and_the_first_goes_on(sandbox_factory, tmp
         settings = load_settings(first)
         # the state (audit trail, histories, keys) is the stack's user's alone
         assert stat.S_IMODE(settings.var_dir.stat().st_mode) == 0o700
-        files = [p for p in settings.var_dir.iterdir() if p.is_file()]
-        assert {"mailmove.db", "temporal.db", "temporal.log", "payload-key", "up.lock"} <= {p.name for p in files}
-        assert [p.name for p in files if stat.S_IMODE(p.stat().st_mode) & 0o077] == []
+        modes = file_modes(settings.var_dir)
+        assert {"mailmove.db", "temporal.db", "temporal.log", "payload-key", "up.lock"} <= set(modes)
+        assert [name for name, mode in modes.items() if mode & 0o077] == []
         (tmp_path / "other").mkdir()
 
         # another folder, the same ports: refused at the first port, naming its key and holder
@@ -85,8 +103,8 @@ async def test_a_second_up_is_refused_and_the_first_goes_on(sandbox_factory, tmp
         assert again.returncode == 2 and "paths.var" in again.stderr and f"pid {stack.pid}" in again.stderr
 
         # the first stack is untouched: it still runs a whole move
-        mailmove(first, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
-        await wait_for(lambda: _async(_done(first)), timeout=90, what="the first stack's move")
+        mailmove_sync(first, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}")
+        await wait_for(lambda: move_done(first), timeout=90, what="the first stack's move")
     finally:
         stack.send_signal(signal.SIGINT)
         assert stack.wait(30) == 0
@@ -147,6 +165,8 @@ async def test_a_namespace_the_cluster_lacks_is_named(dev_env, sandbox_factory):
     assert caught.value.field == "temporal.namespace"
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
 def test_the_tests_postgresql_is_their_own(monkeypatch):
     """What a machine without a PostgreSQL server gets: initdb on a free port, gone afterwards."""
     monkeypatch.delenv("MAILMOVE_TEST_POSTGRES", raising=False)

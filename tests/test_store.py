@@ -11,15 +11,15 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.audit import AuditActivities
 from activities.portal import PortalActivities
-from mailmove.config import PortalConfig
-from store.db import engine, sessions, upgrade
-from store.records import audit_trail, list_migrations, portal_requests
-from workflows.model import PortalFiling, Transition
+from mailmove.base.config import PortalConfig
+from mailmove.base.model import PortalFiling, Transition
+from mailmove.store.db import engine, sessions, upgrade
+from mailmove.store.records import audit_trail, list_migrations, portal_requests
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/store.db"

@@ -1,6 +1,6 @@
 """DomainMoveWorkflow: a mail domain moves behind the central gateway without a bounce.
 
-Stages (DESIGN.md): preflight, add_gateway_mx, request_domain, await_registration,
+Stages (README.md): preflight, add_gateway_mx, request_domain, await_registration,
 remove_legacy_mx, await_propagation, done. Waits of minutes to days are durable timers and
 updates here; every effect is an activity; human actions, waits and the audit trail come
 from `Migration`. Cancel before `remove_legacy_mx` restores the MX set recorded in
@@ -22,11 +22,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.dns import DnsActivities
     from activities.portal import PortalActivities
     from activities.smtp_probe import ProbeActivities
-    from checks.report import DomainCheckQuery
-    from workflows import policy
-    from workflows.migration import Migration, error_text, findings
-    from workflows.model import (
-        DOMAIN_STAGES,
+    from mailmove.base import hints
+    from mailmove.base.errors import rejection
+    from mailmove.base.guard import GuardInput, domain_guard
+    from mailmove.base.model import (
         AddressProbe,
         AddressVerdict,
         ConfirmInput,
@@ -35,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         DomainMoveInput,
         HostQuery,
         MoveResult,
-        MoveState,
         MxChange,
         MxRecord,
         ProbeQuery,
@@ -43,13 +41,30 @@ with workflow.unsafe.imports_passed_through():
         ResolverQuery,
         ResolverView,
         ServerView,
-        StageState,
         StageStatus,
         WhitelistFiling,
         ZoneQuery,
         ZoneSnapshot,
         mx_key,
     )
+    from mailmove.base.report import DomainCheckQuery
+    from mailmove.base.vocabulary import (
+        DOMAIN_STAGES,
+        Action,
+        AddressState,
+        CheckStage,
+        DnsMode,
+        Event,
+        Kind,
+        MoveState,
+        PortalMode,
+        Request,
+        Stage,
+        StageState,
+        Verdict,
+    )
+    from workflows import policy
+    from workflows.migration import Migration, error_text, findings
 
 DEFAULT_TTL = 3600  # TTL for new MX records when the domain had none
 SHOWN = 20  # addresses named in one line of a status or an answer
@@ -67,9 +82,9 @@ def _some(addresses: list[str]) -> str:
 
 @workflow.defn
 class DomainMoveWorkflow(Migration):
-    KIND = "domain"
+    KIND = Kind.DOMAIN
     STAGES = DOMAIN_STAGES
-    NO_RETURN = "remove_legacy_mx"  # from here a cancel would not restore the legacy MX
+    NO_RETURN = Stage.REMOVE_LEGACY_MX  # from here a cancel would not restore the legacy MX
 
     @workflow.init
     def __init__(self, args: DomainMoveInput) -> None:
@@ -79,7 +94,7 @@ class DomainMoveWorkflow(Migration):
         gateway = [MxRecord(args.gateway_preference, host) for host in args.gateway_mx]
         self.with_legacy = list(mx_key(gateway + [MxRecord(args.legacy_preference, args.legacy_mx)]))
         self.final = list(mx_key(gateway))
-        self.addresses = {a: AddressVerdict(a, "pending", None, "") for a in args.addresses}
+        self.addresses = {a: AddressVerdict(a, AddressState.PENDING, None, "") for a in args.addresses}
         self.refused: list[str] = []  # listed addresses the gateway refuses (not on the Whitelist)
         self.recheckable: list[str] = []  # not accepted: a confirm checks them again now (while the stage waits)
         self.whitelist_rounds = 0  # Whitelist checks finished, with or without a result
@@ -99,17 +114,17 @@ class DomainMoveWorkflow(Migration):
         return await self.drive(
             [
                 self.preflight,
-                lambda: self.change_mx("add_gateway_mx", self.with_legacy, [self.snapshot.mx]),
+                lambda: self.change_mx(Stage.ADD_GATEWAY_MX, self.with_legacy, [self.snapshot.mx]),
                 self.request_domain,
                 self.await_registration,
-                lambda: self.change_mx("remove_legacy_mx", self.final, [self.with_legacy]),
+                lambda: self.change_mx(Stage.REMOVE_LEGACY_MX, self.final, [self.with_legacy]),
                 self.await_propagation,
                 self.finish,
             ]
         )
 
     async def preflight(self) -> None:
-        await self.begin("preflight")
+        await self.begin(Stage.PREFLIGHT)
         try:
             self.snapshot = await self.act(DnsActivities.inspect_zone, ZoneQuery(self.args.domain), self.dns_timeout)
             legacy = await self.act(DnsActivities.host_addresses, HostQuery(self.args.legacy_mx), self.dns_timeout)
@@ -119,25 +134,25 @@ class DomainMoveWorkflow(Migration):
             raise ApplicationError("preflight: the legacy MX is one of the gateway hosts", non_retryable=True)
         if mx_key(self.snapshot.mx) == mx_key(self.final):
             raise ApplicationError(f"preflight: {self.args.domain} is already behind the gateway", non_retryable=True)
-        report = await self.check("preflight", CheckActivities.check_domain, self.check_query("before"))
+        report = await self.check(Stage.PREFLIGHT, CheckActivities.check_domain, self.check_query(CheckStage.BEFORE))
         if report and report.errors:
             raise ApplicationError("preflight: " + findings(report.errors), non_retryable=True)
         self.message = (
             f"zone {self.snapshot.zone}, serial {self.snapshot.serial}; current MX: {_mx_text(self.snapshot.mx)} "
             f"(TTL {self.snapshot.mx_ttl}s); legacy host {self.args.legacy_mx} has {', '.join(legacy.addresses)}"
         )
-        if report and report.with_verdict("warning"):
-            self.message += "; warnings: " + findings(report.with_verdict("warning"))
-        await self.end("preflight", detail=self.message)
+        if report and report.with_verdict(Verdict.WARNING):
+            self.message += "; warnings: " + findings(report.with_verdict(Verdict.WARNING))
+        await self.end(Stage.PREFLIGHT, detail=self.message)
 
-    def check_query(self, stage: str) -> DomainCheckQuery:
+    def check_query(self, stage: CheckStage) -> DomainCheckQuery:
         a = self.args
         return DomainCheckQuery(a.domain, stage, a.gateway_mx, a.gateway_preference, a.legacy_mx, self.snapshot.mx)
 
     async def change_mx(self, stage: str, target: list[MxRecord], accept: list[list[MxRecord]]) -> None:
         await self.begin(stage)
         ttl = self.snapshot.mx_ttl or DEFAULT_TTL
-        if self.args.dns_mode == "rfc2136":
+        if self.args.dns_mode == DnsMode.RFC2136:
             change = MxChange(self.args.domain, self.snapshot.zone, target, accept, ttl)
             result = await self.attempt(stage, lambda: self.act(DnsActivities.apply_mx, change, self.dns_timeout))
             self.stages[stage].detail = (
@@ -146,7 +161,7 @@ class DomainMoveWorkflow(Migration):
                 else "the primary already served the target set"
             )
         await self.converge(self.stages[stage], accept[0], target)
-        replaced_ttl = (self.snapshot.mx_ttl or self.snapshot.negative_ttl) if stage == "add_gateway_mx" else ttl
+        replaced_ttl = (self.snapshot.mx_ttl or self.snapshot.negative_ttl) if stage == Stage.ADD_GATEWAY_MX else ttl
         self.eta = workflow.now() + timedelta(seconds=replaced_ttl)
         self.stages[stage].eta = self.eta
         await self.end(stage, detail=f"every authoritative server serves {_mx_text(target)}")
@@ -157,7 +172,7 @@ class DomainMoveWorkflow(Migration):
         In centre mode a person makes the change from `current`: the status shows the lines.
         """
         t = self.args.timings
-        centre = self.args.dns_mode == "centre"
+        centre = self.args.dns_mode == DnsMode.CENTRE
         stage = status.name
         if centre:
             self.records_to_set = _records_to_set(self.args.domain, current, target, self.snapshot.mx_ttl)
@@ -190,7 +205,7 @@ class DomainMoveWorkflow(Migration):
             )
             if status.state != StageState.WAITING:
                 status.state = StageState.WAITING
-                await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
+                await self.transition(MoveState.WAITING, Action.WAITING, detail=status.waiting_for)
             if workflow.now() - started >= timedelta(seconds=escalate_after) and not self.attention:
                 await self.escalate(f"{stage}: authoritative servers still disagree after {escalate_after:g}s")
             if query.window > 0:  # after the quick first round, straight into a full window
@@ -199,20 +214,20 @@ class DomainMoveWorkflow(Migration):
 
     async def request_domain(self) -> None:
         """The domain, and a Whitelist entry for each externally reachable address."""
-        stage = "request_domain"
+        stage = Stage.REQUEST_DOMAIN
         await self.begin(stage)
         a = self.args
         values = {"domain": a.domain_display or a.domain, "mx": ", ".join(a.gateway_mx)}
-        if a.addresses and self.portal_mode == "manual":  # one form for a person: both requests
+        if a.addresses and self.portal_mode == PortalMode.MANUAL:  # one form for a person: both requests
             values |= {"whitelist_form": a.wl_form, "whitelist": "\n".join(a.addresses)}
-        how = await self.file(stage, self.KIND, a.domain, values, a.portal_form)
-        if a.addresses and self.portal_mode == "http":
+        how = await self.file(stage, Request.DOMAIN, a.domain, values, a.portal_form)
+        if a.addresses and self.portal_mode == PortalMode.HTTP:
             filing = WhitelistFiling(str(workflow.uuid4()), workflow.info().workflow_id, a.domain, list(a.addresses))
             timeout = policy.seconds(self.timings.portal_timeout * 2 + len(a.addresses))
             filed = await self.attempt(stage, lambda: self.act(PortalActivities.file_whitelist, filing, timeout))
             how += f"; {filed} Whitelist entries filed"
         for verdict in self.addresses.values():
-            verdict.state = "filed"
+            verdict.state = AddressState.FILED
         if not a.external:
             how += "; the domain receives nothing from outside (--no-external): no Whitelist entry"
         elif not a.addresses:
@@ -222,13 +237,13 @@ class DomainMoveWorkflow(Migration):
 
     async def await_registration(self) -> None:
         """Until confirmed: a postmaster, the portal, or the gateway MX accepting mail for the domain."""
-        stage = "await_registration"
+        stage = Stage.AWAIT_REGISTRATION
         await self.begin(stage)
         rcpt = f"postmaster@{self.args.domain}"
         how = await self.wait_person(
             stage,
             f"the centre's confirmation that {self.args.domain} is registered at the centre and at DFN "
-            f"(`mailmove confirm {workflow.info().workflow_id} {stage}`), or the gateway MX accepting {rcpt}",
+            f"(`{hints.confirm(workflow.info().workflow_id, stage)}`), or the gateway MX accepting {rcpt}",
             detect=lambda: self.detect(rcpt),
             overdue="no registration",
         )
@@ -260,8 +275,8 @@ class DomainMoveWorkflow(Migration):
             else:
                 for verdict in report.verdicts:
                     self.addresses[verdict.address] = verdict
-                pending = [v.address for v in report.verdicts if v.state != "accepted"]
-                self.refused = [v.address for v in report.verdicts if v.state == "refused"]
+                pending = [v.address for v in report.verdicts if v.state != AddressState.ACCEPTED]
+                self.refused = [v.address for v in report.verdicts if v.state == AddressState.REFUSED]
                 if not pending:
                     how = f"{report.host} accepts all {len(a.addresses)} listed addresses"
                     self.checked(f"{stage}: checked again: {how}; the move goes on")
@@ -271,8 +286,8 @@ class DomainMoveWorkflow(Migration):
             status.waiting_for = self.whitelist_wait(stage, pending)
             if not told:
                 told = True
-                await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
-                await self.tell("waiting", stage, status.waiting_for)
+                await self.transition(MoveState.WAITING, Action.WAITING, detail=status.waiting_for)
+                await self.tell(Event.WAITING, stage, status.waiting_for)
             if workflow.now() - began >= timedelta(seconds=t.escalate_after) and not self.attention:
                 await self.escalate(f"{stage}: {len(pending)} listed address(es) still not accepted by the gateway")
             self.confirmed.pop(stage, None)
@@ -285,7 +300,7 @@ class DomainMoveWorkflow(Migration):
             if stage in self.confirmed:
                 lost = self.confirmed[stage].lost
                 for address in lost:
-                    self.addresses[address].state = "lost"
+                    self.addresses[address].state = AddressState.LOST
                 pending = [p for p in pending if p not in lost]
                 if not pending:
                     return f"accepted as lost by {self.confirmed[stage].actor}: {', '.join(lost)}"
@@ -300,9 +315,9 @@ class DomainMoveWorkflow(Migration):
             )
         else:  # deferred (4xx), or the check could not run
             text = f"the gateway has not accepted {len(pending)} listed address(es) yet: {_some(pending)}; "
-        text += f"`mailmove confirm {wid} {stage}` checks again now (else every {self.timings.probe_interval:g}s)"
+        text += f"`{hints.confirm(wid, stage)}` checks again now (else every {self.timings.probe_interval:g}s)"
         if self.refused:
-            text += f", or accept them as lost: `mailmove confirm {wid} {stage} --lost ADDRESS…`"
+            text += f", or accept them as lost: `{hints.confirm(wid, stage, lost=True)}`"
         return text
 
     def checked(self, answer: str) -> None:
@@ -319,7 +334,7 @@ class DomainMoveWorkflow(Migration):
         retry for minutes), and answers with the result. A move that had such a confirm before
         "confirm-recheck" answered at once (and replays so)."""
         rest = [x for x in self.recheckable if x not in request.lost]
-        if request.stage != "await_registration" or not rest or not workflow.patched("confirm-recheck"):
+        if request.stage != Stage.AWAIT_REGISTRATION or not rest or not workflow.patched("confirm-recheck"):
             return None
         self.recheck_asked = True
         bound = self.probe_timeout_for(rest) + self.heartbeat_timeout
@@ -337,31 +352,32 @@ class DomainMoveWorkflow(Migration):
         except TimeoutError:
             return (
                 f"{stage}: the check had no result within {timeout.total_seconds():g}s; it goes on: "
-                f"`mailmove show {workflow.info().workflow_id}` shows its result"
+                f"`{hints.show(workflow.info().workflow_id)}` shows its result"
             )
         if self.whitelist_rounds == rounds:
             return f"{stage}: not checked again, the move is being cancelled"
         return self.whitelist_answer
 
     def check_confirm(self, request: ConfirmInput) -> None:
-        if request.lost and request.stage != "await_registration":
-            raise ValueError("lost: only await_registration takes addresses accepted as lost")
+        if request.lost and request.stage != Stage.AWAIT_REGISTRATION:
+            raise rejection("lost", "only await_registration takes addresses accepted as lost")
         if request.lost and not self.refused:
-            raise ValueError("lost: the gateway refuses no listed address (yet)")
+            raise rejection("lost", "the gateway refuses no listed address (yet)")
         unknown = [x for x in request.lost if x not in self.addresses]
         if unknown:
-            raise ValueError(f"lost: not listed for this domain: {', '.join(unknown)}")
+            raise rejection("lost", f"not listed for this domain: {', '.join(unknown)}")
         missing = [x for x in self.refused if x not in request.lost]
         if request.lost and missing:  # a plain confirm checks them again
-            raise ValueError(
-                f"lost: the gateway refuses {len(missing)} more address(es); name each one to accept it as lost "
-                f"(or file them on the Whitelist and confirm without --lost to check again now): {_some(missing)}"
+            raise rejection(
+                "lost",
+                f"the gateway refuses {len(missing)} more address(es); name each one to accept it as lost "
+                f"(or file them on the Whitelist and confirm without --lost to check again now): {_some(missing)}",
             )
 
     async def detect(self, rcpt: str) -> str:
         """One detection round; a failing probe is shown, not fatal: the wait goes on. Moves
         begun before "detect-apart" asked the portal, then the probe, one after the other."""
-        status = self.stages["await_registration"]
+        status = self.stages[Stage.AWAIT_REGISTRATION]
         if workflow.patched("detect-apart"):
             query = ProbeQuery(self.args.gateway_mx, self.args.gateway_smtp_port, rcpt)
             sources = [
@@ -373,11 +389,11 @@ class DomainMoveWorkflow(Migration):
                     lambda probe: self.probed(probe, rcpt),
                 )
             ]
-            if receipt := self.receipts.get(self.KIND):
+            if receipt := self.receipts.get(Request.DOMAIN):
                 sources.insert(0, self.portal_source(receipt))
             return await self.detect_round(status.name, sources)
         try:
-            if how := await self.portal_confirmed(self.KIND):
+            if how := await self.portal_confirmed(Request.DOMAIN):
                 return how
             probe: ProbeResult = await self.act(
                 ProbeActivities.probe_rcpt,
@@ -394,19 +410,19 @@ class DomainMoveWorkflow(Migration):
         """How the probe saw the registration, or "" with the refusal as the last error."""
         if probe.accepted:
             return f"{probe.host} accepts {rcpt} ({probe.code} {probe.message})"
-        self.stages["await_registration"].last_error = f"{probe.host} refuses {rcpt}: {probe.code} {probe.message}"
+        self.stages[Stage.AWAIT_REGISTRATION].last_error = f"{probe.host} refuses {rcpt}: {probe.code} {probe.message}"
         return ""
 
     async def await_propagation(self) -> None:
-        """Rule 2 of DESIGN.md: now >= T_conv + TTL_old; resolvers are evidence (rule 3)."""
-        stage = "await_propagation"
+        """The propagation rule (docs/architecture.md): now >= T_conv + TTL_old; resolvers are evidence."""
+        stage = Stage.AWAIT_PROPAGATION
         await self.begin(stage)
         eta: datetime = self.eta
         status = self.stages[stage]
         status.eta = eta
         status.state = StageState.WAITING
         status.waiting_for = f"resolvers to drop the old MX set; they may keep it until {eta.isoformat()}"
-        await self.transition(MoveState.WAITING, "waiting", detail=status.waiting_for)
+        await self.transition(MoveState.WAITING, Action.WAITING, detail=status.waiting_for)
         await self.observe_resolvers()
         remaining = (eta - workflow.now()).total_seconds()
         if remaining > 0:
@@ -417,7 +433,7 @@ class DomainMoveWorkflow(Migration):
             self.alerts.append(
                 f"after the old TTL ran out, these resolvers still serve another MX set: {', '.join(stale)}"
             )
-            await self.transition(self.state, "alert", detail=self.alerts[-1])
+            await self.transition(self.state, Action.ALERT, detail=self.alerts[-1])
         await self.end(stage, detail=self.alerts[-1] if stale else "the old MX set has expired from every cache")
 
     async def observe_resolvers(self) -> list[ResolverView]:
@@ -432,14 +448,14 @@ class DomainMoveWorkflow(Migration):
         return views
 
     async def finish(self) -> None:
-        await self.begin("done")
-        await self.converge(self.stages["done"], self.final, self.final)
+        await self.begin(Stage.DONE)
+        await self.converge(self.stages[Stage.DONE], self.final, self.final)
         self.eta = None
         self.message = (
             f"{self.args.domain} is behind the gateway ({_mx_text(self.final)}) and the old MX set has expired "
             f"from every cache: the old server {self.args.legacy_mx} may now be switched off."
         )
-        await self.complete(CheckActivities.check_domain, self.check_query("after"))
+        await self.complete(CheckActivities.check_domain, self.check_query(CheckStage.AFTER))
 
     async def compensate(self) -> None:
         """Put back the MX set recorded in preflight, verified on every authoritative server."""
@@ -448,7 +464,7 @@ class DomainMoveWorkflow(Migration):
             self.message = "cancelled before anything was changed"
         else:
             original = self.snapshot.mx
-            if self.args.dns_mode == "rfc2136":
+            if self.args.dns_mode == DnsMode.RFC2136:
                 change = MxChange(
                     self.args.domain,
                     self.snapshot.zone,
@@ -463,10 +479,13 @@ class DomainMoveWorkflow(Migration):
         self.eta = None
         await self.transition(
             MoveState.CANCELLED,
-            "cancelled",
+            Action.CANCELLED,
             actor=actor,
             detail=self.message,
         )
+
+    def guard_input(self) -> GuardInput:
+        return domain_guard(workflow.info().workflow_id, self.args)
 
     def cancel_outcome(self) -> str:
         if self.snapshot is None:

@@ -22,27 +22,30 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 with workflow.unsafe.imports_passed_through():
     from activities.audit import AuditActivities
     from activities.check import CheckActivities, StoredReport
+    from activities.guard import GuardActivities
     from activities.heartbeat import WORKER_SHUTDOWN
     from activities.notify import NotifyActivities
     from activities.portal import PortalActivities
-    from checks.report import Report
-    from workflows import policy, search
-    from workflows.detection import Detection, Source, portal_reading
-    from workflows.model import (
+    from mailmove.base import hints, search
+    from mailmove.base.errors import rejection
+    from mailmove.base.guard import GuardInput
+    from mailmove.base.model import (
         CancelInput,
         ConfirmInput,
         ExtendInput,
         MoveResult,
-        MoveState,
         MoveStatus,
         Notice,
         PortalFiling,
         PortalReceipt,
-        StageState,
         StageStatus,
         Timings,
         Transition,
     )
+    from mailmove.base.report import Report
+    from mailmove.base.vocabulary import ENDED, Action, Event, Kind, MoveState, PortalMode, Stage, StageState, Verdict
+    from workflows import policy
+    from workflows.detection import Detection, Source, portal_reading
 
 
 class Cancelled(Exception):
@@ -80,10 +83,10 @@ def lost_to_outage(err: ActivityError) -> bool:
 class Migration:
     """Base of DomainMoveWorkflow and ServerMoveWorkflow (not a workflow by itself)."""
 
-    KIND: ClassVar[str]
-    STAGES: ClassVar[tuple[str, ...]]
+    KIND: ClassVar[Kind]
+    STAGES: ClassVar[tuple[Stage, ...]]
     # From this stage on a cancel could no longer be undone, so it is refused.
-    NO_RETURN: ClassVar[str]
+    NO_RETURN: ClassVar[Stage]
 
     def setup(self, subject: str, timings: Timings, portal_mode: str, contact: str = "") -> None:
         self.subject = subject
@@ -111,6 +114,7 @@ class Migration:
         self.portal_timeout = policy.seconds(timings.portal_timeout)
         self.checks: dict[str, str] = {}  # stage -> summary of the check report stored there
         self.detection = Detection(timings)
+        self.mailing: list[asyncio.Task[None]] = []  # mails to the contact on their way ("notify-apart")
 
     async def drive(self, stages: list[Callable[[], Awaitable[None]]]) -> MoveResult:
         """Run the stages in order. A cancel accepted on the way compensates; a hard error (a
@@ -129,7 +133,9 @@ class Migration:
             raise
         except ApplicationError as err:
             await self.fail(err)
+            await self.posted()
             raise
+        await self.posted()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
@@ -155,21 +161,21 @@ class Migration:
         result = f"{request.stage} confirmed" if answer is None else f"{request.stage}: checking again now"
         detail = request.note + (f" (accepted as lost: {', '.join(request.lost)})" if request.lost else "")
         await self.transition(
-            self.state, "confirm", actor=request.actor, detail=detail.strip(), stage=request.stage, result=result
+            self.state, Action.CONFIRM, actor=request.actor, detail=detail.strip(), stage=request.stage, result=result
         )
         return result if answer is None else await answer
 
     @confirm.validator
     def _check_confirm(self, request: ConfirmInput) -> None:
         if request.stage not in self.STAGES:
-            raise ValueError(f"stage: {request.stage!r} is not a stage (stages: {', '.join(self.STAGES)})")
+            raise rejection("stage", f"{request.stage!r} is not a stage (stages: {', '.join(self.STAGES)})")
         if request.stage not in self.awaiting:
             waiting = ", ".join(sorted(self.awaiting)) or "none"
-            raise ValueError(f"stage: {request.stage} is not waiting for a confirm (waiting: {waiting})")
+            raise rejection("stage", f"{request.stage} is not waiting for a confirm (waiting: {waiting})")
         self.check_confirm(request)
 
     def check_confirm(self, request: ConfirmInput) -> None:
-        """What a kind of move demands of a confirm beyond a waiting stage (ValueError if unmet)."""
+        """What a kind of move demands of a confirm beyond a waiting stage (a `rejection` if unmet)."""
 
     def confirm_answer(self, request: ConfirmInput) -> Awaitable[str] | None:
         """The answer to a confirm that makes the run check something again at once (it comes
@@ -187,7 +193,7 @@ class Migration:
         result = f"the wait now escalates at {self.escalate_at.isoformat()}"
         await self.transition(
             self.state,
-            "extend",
+            Action.EXTEND,
             actor=request.actor,
             detail=f"+{request.seconds:g}s {request.note}".strip(),
             result=result,
@@ -197,23 +203,25 @@ class Migration:
     @extend.validator
     def _check_extend(self, request: ExtendInput) -> None:
         if self.escalate_at is None:
-            raise ValueError(f"stage: {self.stage} has no wait to extend")
+            raise rejection("stage", f"{self.stage} has no wait to extend")
         if request.seconds <= 0:
-            raise ValueError("seconds: must be more than 0")
+            raise rejection("seconds", "must be more than 0")
 
     @workflow.update
     async def cancel(self, request: CancelInput) -> str:
         self.cancel_request = request
         result = self.cancel_outcome()
-        await self.transition(MoveState.CANCELLING, "cancel", actor=request.actor, detail=request.note, result=result)
+        await self.transition(
+            MoveState.CANCELLING, Action.CANCEL, actor=request.actor, detail=request.note, result=result
+        )
         return result
 
     @cancel.validator
     def _check_cancel(self, request: CancelInput) -> None:
-        if self.cancel_request is not None or self.state in (MoveState.CANCELLED, MoveState.DONE, MoveState.FAILED):
-            raise ValueError(f"state: the move is already {self.state.value}")
+        if self.cancel_request is not None or self.state in ENDED:
+            raise rejection("state", f"the move is already {self.state.value}")
         if not self.cancellable():
-            raise ValueError(f"stage: {self.past_return()}")
+            raise rejection("stage", self.past_return())
 
     @workflow.query
     def status(self) -> MoveStatus:
@@ -259,19 +267,35 @@ class Migration:
         """The `done` stage after `self.message` says what was achieved: the final check (stored
         and summed up; it informs, the move is finished either way), the record, the contact told."""
         try:
-            report = await self.check("done", method, query)
+            report = await self.check(Stage.DONE, method, query)
         except ActivityError as err:
             self.message += f" The final check could not run: {error_text(err)}."
         else:
             if report is not None:
-                problems = report.with_verdict("error", "warning")
+                problems = report.with_verdict(Verdict.ERROR, Verdict.WARNING)
                 self.message += (
                     f" Final check: {report.summary()}" + (f" ({findings(problems)})" if problems else "") + "."
                 )
-        self.stages["done"].state = StageState.DONE
-        self.stages["done"].ended = workflow.now()
-        await self.transition(MoveState.DONE, "done", detail=self.message)
-        await self.tell("done", "done", self.message)
+        self.stages[Stage.DONE].state = StageState.DONE
+        self.stages[Stage.DONE].ended = workflow.now()
+        await self.transition(MoveState.DONE, Action.DONE, detail=self.message)
+        await self.tell(Event.DONE, Stage.DONE, self.message)
+        await self.guard()
+
+    async def guard(self) -> None:
+        """The schedule of the move's guard (docs/operations.md), made once. A failure is an alert,
+        never the move's: `mailmove guard adopt` makes it later, as for moves done before
+        "guard-schedule"."""
+        if not workflow.patched("guard-schedule"):
+            return
+        try:
+            await self.act(GuardActivities.ensure_schedule, self.guard_input(), policy.SCHEDULE_TIMEOUT)
+        except ActivityError as err:
+            self.alerts.append(f"the guard was not scheduled: {error_text(err)}; `mailmove guard adopt` makes it")
+
+    def guard_input(self) -> GuardInput:
+        """What this move's guard checks, from its input."""
+        raise NotImplementedError
 
     def interrupted(self) -> bool:
         return self.cancel_request is not None and not self.compensating
@@ -332,7 +356,7 @@ class Migration:
     async def file(self, stage: str, kind: str, subject: str, values: dict[str, str], form: str) -> str:
         """One request to the centre: over HTTP, filed once whatever the retries (idempotency
         key from the workflow), or as a form for a person, with the exact values, and a confirm."""
-        if self.portal_mode == "http":
+        if self.portal_mode == PortalMode.HTTP:
             filing = PortalFiling(str(workflow.uuid4()), workflow.info().workflow_id, kind, subject, values)
             receipt = await self.attempt(
                 stage, lambda: self.act(PortalActivities.file_request, filing, self.portal_timeout)
@@ -342,7 +366,7 @@ class Migration:
         self.form = {"form": form, **values}
         shown = "; ".join(f"{k} = {v}" for k, v in values.items())
         await self.wait_confirm(
-            stage, f"file at {form} with: {shown}; then `mailmove confirm {workflow.info().workflow_id} {stage}`"
+            stage, f"file at {form} with: {shown}; then `{hints.confirm(workflow.info().workflow_id, stage)}`"
         )
         self.form = {}
         return "filed by hand: " + self.confirmed[stage].note
@@ -378,7 +402,7 @@ class Migration:
         status.attempts += 1
         status.last_error = error
         status.state = StageState.WAITING
-        status.waiting_for = f"a postmaster to fix the cause and retry (`mailmove confirm {workflow.info().workflow_id} {stage}`), or cancel"
+        status.waiting_for = f"a postmaster to fix the cause and retry (`{hints.confirm(workflow.info().workflow_id, stage)}`), or cancel"
         await self.escalate(f"{stage} failed: {error}")
         await self.wait_confirm(stage, status.waiting_for)
         self.attention = False
@@ -393,8 +417,8 @@ class Migration:
         status.state = StageState.WAITING
         status.waiting_for = waiting_for
         if not self.attention:
-            await self.transition(MoveState.WAITING, "waiting", detail=waiting_for)
-            await self.tell("waiting", stage, waiting_for)
+            await self.transition(MoveState.WAITING, Action.WAITING, detail=waiting_for)
+            await self.tell(Event.WAITING, stage, waiting_for)
         await self.pause(None, until=lambda: stage in self.confirmed)
 
     async def wait_person(
@@ -420,8 +444,8 @@ class Migration:
         status.state = StageState.WAITING
         status.waiting_for = waiting_for
         status.eta = self.escalate_at
-        await self.transition(MoveState.WAITING, "waiting", detail=waiting_for)
-        await self.tell("waiting", stage, waiting_for)
+        await self.transition(MoveState.WAITING, Action.WAITING, detail=waiting_for)
+        await self.tell(Event.WAITING, stage, waiting_for)
         how = ""
         while not how:
             if stage in self.confirmed:
@@ -436,7 +460,7 @@ class Migration:
                     break
             if now >= next_reminder:
                 next_reminder = now + timedelta(seconds=t.reminder_interval)
-                await self.transition(self.state, "reminder", detail=status.waiting_for)
+                await self.transition(self.state, Action.REMINDER, detail=status.waiting_for)
             if now >= self.escalate_at and not self.attention:
                 await self.escalate(f"{stage}: {overdue} after {t.escalate_after / 86400:g} days")
             wake = min(w for w in (next_probe, next_reminder, None if self.attention else self.escalate_at) if w)
@@ -463,24 +487,33 @@ class Migration:
         self.attention = True
         if why not in self.alerts:
             self.alerts.append(why)
-        await self.transition(MoveState.NEEDS_ATTENTION, "escalated", detail=why, result="needs attention")
-        await self.tell("overdue", self.stage, why)
+        await self.transition(MoveState.NEEDS_ATTENTION, Action.ESCALATED, detail=why, result="needs attention")
+        await self.tell(Event.OVERDUE, self.stage, why)
 
-    async def tell(self, event: str, stage: str, text: str) -> None:
+    async def tell(self, event: Event, stage: str, text: str) -> None:
         """E-mail the move's contact (a person's step waiting, overdue, the move done). A mail
-        that cannot be sent is an alert on the move, never its failure."""
+        that cannot be sent is an alert on the move, never its failure. It goes beside the move
+        ("notify-apart"): a relay that is down costs its retries (up to `timing.retry_limit`) to
+        the mail alone, while a confirm, a cancel and the stages go on; the move ends once its
+        mails have (`posted`)."""
         if not self.contact or not workflow.patched("notifications"):
             return
         wid = workflow.info().workflow_id
         subject = {
-            "waiting": f"[mailmove] {self.subject}: {stage} waits for you",
-            "overdue": f"[mailmove] {self.subject} needs attention at {stage}",
-            "done": f"[mailmove] {self.subject}: the move is done",
+            Event.WAITING: f"[mailmove] {self.subject}: {stage} waits for you",
+            Event.OVERDUE: f"[mailmove] {self.subject} needs attention at {stage}",
+            Event.DONE: f"[mailmove] {self.subject}: the move is done",
         }[event]
         body = f"{text}\n\nMove {wid}, stage {stage}.\n"
-        if event != "done":
-            body += f"Confirm when it is done: mailmove confirm {wid} {stage}\nShow it: mailmove show {wid}\n"
+        if event != Event.DONE:
+            body += f"Confirm when it is done: {hints.confirm(wid, stage)}\nShow it: {hints.show(wid)}\n"
         notice = Notice(str(workflow.uuid4()), wid, event, self.contact, subject, body)
+        if workflow.patched("notify-apart"):
+            self.mailing.append(asyncio.create_task(self.mail(notice)))
+        else:
+            await self.mail(notice)
+
+    async def mail(self, notice: Notice) -> None:
         try:
             await workflow.execute_activity_method(
                 NotifyActivities.send_notice,
@@ -491,14 +524,18 @@ class Migration:
                 retry_policy=policy.STAGE_RETRY,
             )
         except ActivityError as err:
-            self.alerts.append(f"the {event} mail to {self.contact} was not sent: {error_text(err)}")
+            self.alerts.append(f"the {notice.event} mail to {notice.to} was not sent: {error_text(err)}")
+
+    async def posted(self) -> None:
+        """Until every mail begun is sent or given up: a workflow that ends leaves its activities."""
+        await asyncio.gather(*self.mailing)
 
     async def begin(self, stage: str) -> None:
         self.stage = stage
         status = self.stages[stage]
         status.state = StageState.RUNNING
         status.started = workflow.now()
-        await self.transition(MoveState.RUNNING, "stage started")
+        await self.transition(MoveState.RUNNING, Action.STAGE_STARTED)
 
     async def end(self, stage: str, detail: str = "") -> None:
         status = self.stages[stage]
@@ -506,7 +543,7 @@ class Migration:
         status.ended = workflow.now()
         status.waiting_for = ""
         status.detail = detail or status.detail
-        await self.transition(MoveState.RUNNING, "stage done", detail=status.detail, result="done")
+        await self.transition(MoveState.RUNNING, Action.STAGE_DONE, detail=status.detail, result="done")
 
     async def skip(self, stage: str, reason: str) -> None:
         self.stage = stage
@@ -514,7 +551,7 @@ class Migration:
         status.state = StageState.SKIPPED
         status.started = status.ended = workflow.now()
         status.detail = reason
-        await self.transition(MoveState.RUNNING, "stage skipped", detail=reason, result="skipped")
+        await self.transition(MoveState.RUNNING, Action.STAGE_SKIPPED, detail=reason, result="skipped")
 
     async def fail(self, err: ApplicationError) -> None:
         """A hard error (preflight): the stage and the move fail, with the message to act on."""
@@ -522,7 +559,7 @@ class Migration:
         status.state = StageState.FAILED
         status.last_error = str(err)
         status.ended = workflow.now()
-        await self.transition(MoveState.FAILED, "failed", detail=str(err), result="failed")
+        await self.transition(MoveState.FAILED, Action.FAILED, detail=str(err), result="failed")
         await workflow.wait_condition(workflow.all_handlers_finished)
 
     async def mark_cancelled(self) -> str:
@@ -544,7 +581,7 @@ class Migration:
     async def transition(
         self,
         state: MoveState,
-        action: str,
+        action: Action,
         *,
         actor: str = "mailmove",
         detail: str = "",
@@ -569,23 +606,24 @@ class Migration:
             workflow.upsert_search_attributes([search.STAGE.value_set(visible[0]), search.STATE.value_set(visible[1])])
             self.visible = visible
         self.events += 1
+        transition = Transition(
+            event_id=str(workflow.uuid4()),
+            seq=self.events,
+            workflow_id=workflow.info().workflow_id,
+            kind=self.KIND,
+            subject=self.subject,
+            at=workflow.now(),
+            stage=stage or self.stage,
+            state=self.state.value,
+            action=action,
+            actor=actor,
+            detail=detail,
+            result=result,
+            attention=self.attention,
+        )
         await workflow.execute_activity_method(
             AuditActivities.record_transition,
-            Transition(
-                event_id=str(workflow.uuid4()),
-                seq=self.events,
-                workflow_id=workflow.info().workflow_id,
-                kind=self.KIND,
-                subject=self.subject,
-                at=workflow.now(),
-                stage=stage or self.stage,
-                state=self.state.value,
-                action=action,
-                actor=actor,
-                detail=detail,
-                result=result,
-                attention=self.attention,
-            ),
+            transition,
             start_to_close_timeout=policy.AUDIT_TIMEOUT,
             retry_policy=policy.PERSISTENT_RETRY,
         )

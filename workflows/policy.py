@@ -53,9 +53,12 @@ ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 
 # One audit row, one page of wave rows: a database write or read without heartbeat. Measured
 # (bench/chaos.py --moves 20, calm wave on SQLite, 2 cores, start to completion as the server
-# saw it): record_transition p50 0.12 s, p99 0.29 s, max 0.32 s (320 writes). 10 s is far
-# beyond that and still notices a lost worker in seconds.
-AUDIT_TIMEOUT = timedelta(seconds=10)
+# saw it): record_transition p50 0.12 s, p99 0.29 s, max 0.32 s (320 writes). 3 s is ten
+# times that; a write that takes longer, or one lost with its worker, is tried again 3 s later
+# (it is idempotent by event id).
+AUDIT_TIMEOUT = timedelta(seconds=3)
+# A guard's schedule made (one call to the Temporal frontend) and its row written.
+SCHEDULE_TIMEOUT = timedelta(seconds=30)
 # One e-mail through the relay: it beats, so this only bounds a hung attempt (smtp.timeout is
 # 30 s per SMTP command).
 NOTIFY_TIMEOUT = timedelta(seconds=60)

@@ -20,10 +20,12 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError, Workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.wave import WaveActivities
-    from workflows import policy, search
+    from mailmove.base import search
+    from mailmove.base.model import MoveResult, RowPage, RowProgress, WaveInput, WaveRow, WaveStatus
+    from mailmove.base.vocabulary import Kind, RowState
+    from workflows import policy
     from workflows.domain_move import DomainMoveWorkflow
     from workflows.migration import error_text
-    from workflows.model import MoveResult, RowPage, RowProgress, WaveInput, WaveRow, WaveStatus
     from workflows.server_move import ServerMoveWorkflow
 
 PAGE = 100  # rows a page: one activity result stays far below Temporal's payload limits
@@ -99,12 +101,12 @@ class WaveWorkflow:
     async def move(self, row: WaveRow, progress: RowProgress) -> None:
         """Start one row's move and follow it to its end. No `finally`: a workflow evicted from
         a worker's cache must not touch workflow APIs on the way out."""
-        run = DomainMoveWorkflow.run if row.kind == "domain" else ServerMoveWorkflow.run
+        run = DomainMoveWorkflow.run if row.kind == Kind.DOMAIN else ServerMoveWorkflow.run
         issued = workflow.now()  # the paced moment: the start's confirmation may come tasks later
         try:
             handle = await workflow.start_child_workflow(
                 run,
-                row.domain_move if row.kind == "domain" else row.server_move,
+                row.domain_move if row.kind == Kind.DOMAIN else row.server_move,
                 id=row.workflow_id,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 search_attributes=search.at_start(row.kind, row.subject),
@@ -112,15 +114,15 @@ class WaveWorkflow:
                 task_timeout=policy.MOVE_TASK_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
-            progress.state, progress.message = "refused", f"{row.subject} is already moving ({row.workflow_id})"
+            progress.state, progress.message = RowState.REFUSED, f"{row.subject} is already moving ({row.workflow_id})"
             self.running -= 1
             return
-        progress.state, progress.started = "running", issued
+        progress.state, progress.started = RowState.RUNNING, issued
         try:
             result: MoveResult = await handle
             state, message = result.state.value, result.message
         except ChildWorkflowError as err:
-            state, message = "failed", error_text(err)
+            state, message = RowState.FAILED, error_text(err)
         progress.state, progress.message, progress.ended = state, message, workflow.now()
         self.running -= 1
 

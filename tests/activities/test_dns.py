@@ -10,9 +10,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.dns import DnsActivities
-from tests.conftest import serial_of, served_mx, settings_for, wait_for
-from tests.workflows.test_domain_move_timeskipping import DOMAIN, ORIGINAL, WITH_LEGACY
-from workflows.model import ConvergenceQuery, MxChange, MxRecord, ServerQuery, ZoneQuery
+from mailmove.base.model import ConvergenceQuery, MxChange, MxRecord, ServerQuery, ZoneQuery
+from tests.support.dns import serial_of, served_mx
+from tests.support.domain_move import DOMAIN, ORIGINAL, WITH_LEGACY
+from tests.support.polling import wait_for
+from tests.support.settings import settings_for
 
 
 @pytest.fixture

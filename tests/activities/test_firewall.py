@@ -5,7 +5,6 @@ the addresses they cover (nft merges the two gateway /64s into one /63)."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -19,28 +18,8 @@ from activities.firewall import (
     render,
     tagged_rules,
 )
-from mailmove.config import GatewayConfig
-from tests.conftest import nft_in
-from workflows.model import FirewallPlan
-
-GATEWAY = list(GatewayConfig().networks)
-INTERNAL = list(GatewayConfig().internal_relay_addresses)
-PLAN = FirewallPlan("mx2.chem.example.org", GATEWAY, GATEWAY + INTERNAL)
-
-DEBIAN_DEFAULT = """table inet filter {
-  chain input { type filter hook input priority filter; policy drop; ct state established accept; iif lo accept; }
-  chain forward { type filter hook forward priority filter; policy drop; }
-  chain output { type filter hook output priority filter; policy accept; }
-}
-"""
-
-
-def nft(netns: str, *args: str, stdin: str | None = None) -> str:
-    return subprocess.run([*nft_in(netns), *args], input=stdin, capture_output=True, text=True, check=True).stdout
-
-
-def ruleset(netns: str) -> dict:
-    return json.loads(nft(netns, "-j", "list", "ruleset"))
+from mailmove.base.model import FirewallPlan
+from tests.support.firewall import DEBIAN_DEFAULT, GATEWAY, INTERNAL, PLAN, nft, nft_in, ruleset
 
 
 def agent(netns: str, target: NftTarget = NftTarget()) -> FirewallActivities:

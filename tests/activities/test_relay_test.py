@@ -11,10 +11,12 @@ import pytest
 
 from activities.dns import DnsActivities
 from activities.relay_test import run_relay_test
-from mailmove.config import Settings, load_settings
-from sandbox.smtp import RelayHandler, SmtpServer
-from sandbox.world import RELAYS, Sandbox, SandboxOptions
-from workflows.model import Relay, RelayTestQuery
+from mailmove.base.config import Settings, load_settings
+from mailmove.base.model import Relay, RelayTestQuery
+from mailmove.sandbox.smtp import RelayHandler, SmtpServer
+from mailmove.sandbox.world import RELAYS, Sandbox, SandboxOptions
+
+pytestmark = [pytest.mark.bind, pytest.mark.slow]  # a sandbox (BIND) for the relays' names
 
 NAME = RELAYS["external"]  # every stand-in answers as mailout (its name resolves to 127.0.0.1)
 SERVER = "mx2.chem.sandbox.test"
@@ -163,7 +165,7 @@ async def test_plain_smtp_for_mailout_unsecure_warns(settings, relay):
 
 
 async def test_nothing_listening(settings, world):
-    from sandbox.bind import free_port
+    from mailmove.sandbox.bind import free_port
 
     q = RelayTestQuery(Relay(NAME, free_port(), True), SERVER, "postmaster@chem.sandbox.test", "a@example.org")
     t = await run_relay_test(q, settings.smtp, DnsActivities(settings).addresses)

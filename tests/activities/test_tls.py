@@ -9,8 +9,8 @@ import ssl
 import pytest
 import trustme
 
-from mailmove.tls import tls_context
-from sandbox.smtp import server_context
+from mailmove.base.tls import tls_context
+from mailmove.sandbox.smtp import server_context
 
 
 async def handshake(context: ssl.SSLContext, ca: trustme.CA, certified: str, expected: str) -> None:

@@ -9,10 +9,10 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.dns import DnsActivities
 from activities.smtp_probe import ProbeActivities
-from sandbox.portal import Filing
-from sandbox.world import GATEWAY_MX
-from tests.conftest import settings_for
-from workflows.model import AddressProbe
+from mailmove.base.model import AddressProbe
+from mailmove.sandbox.portal import Filing
+from mailmove.sandbox.world import GATEWAY_MX
+from tests.support.settings import settings_for
 
 DOMAIN = "chem.sandbox.test"
 

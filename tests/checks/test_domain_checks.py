@@ -22,20 +22,22 @@ import jsonschema
 import pytest
 
 from activities.dns import DnsActivities
-from checks.domain import DomainChecks
-from checks.report import Check, DomainCheckQuery, Report
-from mailmove.config import Settings, parse_settings
-from sandbox.bind import DnsWorld, Zone, free_port
-from sandbox.mta_sts import MtaStsServer, policy_text
-from sandbox.world import GATEWAY_MX, GATEWAY_SPF, gateway_zone
-from tests.conftest import ROOT, serial_of
-from workflows.model import MxRecord
+from mailmove.base.config import Settings, parse_settings
+from mailmove.base.model import MxRecord
+from mailmove.base.report import DomainCheckQuery, Report
+from mailmove.checks.domain import DomainChecks
+from mailmove.sandbox.bind import DnsWorld, Zone, free_port
+from mailmove.sandbox.mta_sts import MtaStsServer, policy_text
+from mailmove.sandbox.world import GATEWAY_MX, GATEWAY_SPF, gateway_zone
+from tests.support.dns import serial_of
+from tests.support.reports import SCHEMA, check
+
+pytestmark = [pytest.mark.bind, pytest.mark.slow]  # the zones are served by a real BIND
 
 PARENT = "check.test"
 INCLUDE = "_spf.gw.sandbox.test"
 NETWORKS = GATEWAY_SPF
 GATEWAY = [f"MX 10 {h}." for h in GATEWAY_MX]
-SCHEMA = json.loads((ROOT / "checks" / "report.schema.json").read_text())
 MAX_AGE = 604800
 
 
@@ -119,12 +121,6 @@ async def run(world, name: str, stage: str = "", **query) -> Report:
     report = await DomainChecks(config, DnsActivities(config)).run(DomainCheckQuery(f"{name}.{PARENT}", stage, **query))
     jsonschema.validate(json.loads(json.dumps(report.to_json())), SCHEMA)
     return report
-
-
-def check(report: Report, id: str) -> Check:
-    found = [c for c in report.checks if c.id == id]
-    assert found, f"no check {id} in {[c.id for c in report.checks]}"
-    return found[0]
 
 
 async def test_a_correct_domain_gives_no_warning(world):

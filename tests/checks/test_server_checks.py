@@ -11,13 +11,15 @@ import jsonschema
 import pytest
 
 from activities.dns import DnsActivities
-from checks.report import Report, ServerCheckQuery
-from checks.server import ServerChecks
-from mailmove.config import parse_settings
-from sandbox.bind import DnsWorld, Zone
-from sandbox.smtp import RelayHandler, SmtpServer
-from tests.checks.test_domain_checks import SCHEMA, check
-from workflows.model import RelayTranscript
+from mailmove.base.config import parse_settings
+from mailmove.base.model import RelayTranscript
+from mailmove.base.report import Report, ServerCheckQuery
+from mailmove.checks.server import ServerChecks
+from mailmove.sandbox.bind import DnsWorld, Zone
+from mailmove.sandbox.smtp import RelayHandler, SmtpServer
+from tests.support.reports import SCHEMA, check
+
+pytestmark = [pytest.mark.bind, pytest.mark.slow]  # the server's zones are served by a real BIND
 
 DOMAIN = "srv.check.test"
 HOST = f"mail.{DOMAIN}"

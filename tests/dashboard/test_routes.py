@@ -14,16 +14,17 @@ import httpx
 import jsonschema
 import pytest
 
-from dashboard.app import HERE, HTMX, create_app
-from dashboard.auth import issue_token
-from sandbox.oidc import OidcProvider
-from store.db import sessions
-from store.records import audit_trail, list_migrations
-from tests.checks.test_domain_checks import SCHEMA
-from tests.conftest import settings_for, terminate_running, until_stage, wait_for
-
-DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"
-WID = f"domain-move:{DOMAIN}"
+from mailmove.dashboard.app import create_app
+from mailmove.dashboard.auth import issue_token
+from mailmove.dashboard.pages import HERE, HTMX
+from mailmove.sandbox.oidc import OidcProvider
+from mailmove.store.db import sessions
+from mailmove.store.records import audit_trail, list_migrations
+from tests.support.dashboard import DOMAIN, LEGACY, WID, login
+from tests.support.moves import terminate_running, until_stage
+from tests.support.polling import wait_for
+from tests.support.reports import SCHEMA
+from tests.support.settings import settings_for
 
 
 @pytest.fixture
@@ -56,16 +57,6 @@ async def started(dash) -> None:
             return [(m.stage, m.state) for m in list_migrations(session)] == [("request_domain", "waiting")]
 
     await wait_for(lambda: asyncio.to_thread(stored_waiting), what="the store to show the wait")
-
-
-async def login(c: httpx.AsyncClient, token: str) -> str:
-    """The browser's way in: the form's CSRF token, then the token; returns the session's CSRF
-    token (made at the login: the form's is spent)."""
-    page = await c.get("/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-    r = await c.post("/login", data={"token": token, "csrf": csrf, "next": "/"})
-    assert r.status_code == 303 and r.headers["location"] == "/"
-    return re.search(r'name="csrf" value="([^"]+)"', (await c.get("/")).text).group(1)
 
 
 async def flashed(c: httpx.AsyncClient, r: httpx.Response) -> str:
@@ -154,7 +145,10 @@ async def test_server_move_through_the_api(dash):
     async with client("operator") as c:
         r = await c.post("/api/server-moves", json=body)
         assert r.status_code == 422 and r.json()["field"] == "admin"
-        r = await c.post("/api/server-moves", json=body | {"admins": ["ab12cdef", "xy34ghij"], "agent": False})
+        body |= {"admins": ["ab12cdef", "xy34ghij"], "agent": False}
+        r = await c.post("/api/server-moves", json=body | {"configure_mta": True})
+        assert r.status_code == 422 and r.json()["field"] == "configure_mta"  # Postfix is changed by the agent
+        r = await c.post("/api/server-moves", json=body)
         assert r.status_code == 201 and r.json()["id"] == "server-move:mx2.chem.sandbox.test"
         r = await c.post("/api/migrations/server-move:mx2.chem.sandbox.test/cancel", json={})
         assert r.status_code == 200
@@ -344,6 +338,8 @@ async def test_the_remaining_pages_and_forms(dash):
         assert r.status_code == 422 and "new_ipv4:" in r.text and 'value="mx2.chem.sandbox.test"' in r.text
         form |= {"new_ipv4": "127.0.0.2", "institution": "Chem", "admins": "ab12cdef xy34ghij",
                  "contact": "postmaster@chem.sandbox.test", "sender_domains": DOMAIN}  # fmt: skip
+        r = await c.post("/start/server", data=form | {"configure_mta": "on"})  # Postfix, without the agent
+        assert r.status_code == 422 and "configure_mta:" in r.text and 'name="configure_mta" checked' in r.text
         r = await c.post("/start/server", data=form)  # no agent box ticked: firewall and relay test by hand
         assert r.status_code == 303 and r.headers["location"].startswith(
             "/migrations/server-move:mx2.chem.sandbox.test"
@@ -357,8 +353,8 @@ async def test_the_remaining_pages_and_forms(dash):
 
 async def test_health_names_what_does_not_answer(dash):
     settings, app, tokens, client, env = dash
-    from mailmove.config import TemporalConfig
-    from sandbox.bind import free_port
+    from mailmove.base.config import TemporalConfig
+    from mailmove.sandbox.bind import free_port
 
     port = free_port()
     cut_off = replace(settings, temporal=TemporalConfig(address=f"127.0.0.1:{port}"))

@@ -1,5 +1,5 @@
 """What the security tests share: a PKI of the tests' own and the TLS-terminating proxy in front
-of the dev server that requires a client certificate (tls_proxy.py)."""
+of the dev server that requires a client certificate (tests/support/tls_proxy.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import trustme
 
-from tests.security.tls_proxy import VERSIONS, Pki, TlsProxy, leaf
+from tests.support.tls_proxy import VERSIONS, Pki, TlsProxy, leaf
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,14 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.exceptions import ActivityError, ApplicationError
     from temporalio.worker import Worker
 
-    from mailmove.config import ConfigError, parse_settings
-    from mailmove.temporal import Role, connect, host_queue
-    from tests.activities.test_firewall import DEBIAN_DEFAULT, GATEWAY, INTERNAL, nft, ruleset
-    from tests.conftest import PAYLOAD_KEY, nft_in
-    from tests.security.tls_proxy import mtls
-    from worker import build_agent
-    from workflows.model import FirewallChange, FirewallPlan
+    from mailmove.base.config import parse_settings
+    from mailmove.base.errors import ConfigError
+    from mailmove.base.model import FirewallChange, FirewallPlan
+    from mailmove.base.temporal import Role, connect, host_queue
+    from mailmove.worker import build_agent
+    from tests.support.firewall import DEBIAN_DEFAULT, GATEWAY, INTERNAL, nft, nft_in, ruleset
+    from tests.support.payloads import PAYLOAD_KEY
+    from tests.support.tls_proxy import mtls
 
 HOST = "mx2.chem.example.org"
 INJECTION = FirewallPlan('x.example"\ninsert rule inet filter input accept comment "pwned"\n#', GATEWAY, GATEWAY)

@@ -7,8 +7,9 @@ import ipaddress
 
 import pytest
 
-from mailmove.config import ConfigError, GatewayConfig, parse_settings
-from worker import agent_activities
+from mailmove.base.config import GatewayConfig, parse_settings
+from mailmove.base.errors import ConfigError
+from mailmove.worker import agent_activities
 
 
 def allowed_of(settings) -> list:
@@ -70,3 +71,31 @@ def test_nft_names_are_plain_identifiers(key, value):
 def test_the_usual_nft_names_pass():
     agent = parse_settings({"agent": {"nft_table": "ip6 my_filter-1", "nft_input_chain": "INPUT"}}).agent
     assert (agent.nft_table, agent.nft_input_chain, agent.nft_output_chain) == ("ip6 my_filter-1", "INPUT", "output")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("postconf", ["postconf", "-c", "/tmp/elsewhere"]),
+        ("postfix", ["sudo", "postfix", "-c/tmp/elsewhere"]),
+        ("postqueue", ["postqueue", "-c", "/tmp/elsewhere"]),
+        ("postfix_config_dir", ""),
+        ("postfix_config_dir", "etc/postfix"),
+        ("postfix_log", ""),
+        ("postfix_ca_file", "/etc/ssl/a b.pem"),
+    ],
+)
+def test_postfix_is_reached_only_in_its_configured_directory(key, value):
+    """A `-c` in a command would win silently over `postfix_config_dir` (the last one counts),
+    and an empty directory or log has no meaning: each is refused, naming its key."""
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({"agent": {key: value}})
+    assert caught.value.field == f"agent.{key}"
+
+
+def test_the_usual_postfix_settings_pass():
+    agent = parse_settings(
+        {"agent": {"postconf": ["sudo", "postconf"], "postfix_config_dir": "/etc/postfix-out"}}
+    ).agent
+    assert agent.postconf == ("sudo", "postconf") and agent.postfix_config_dir == "/etc/postfix-out"
+    assert parse_settings({"agent": {"postconf": []}}).agent.postconf == ("postconf",)  # empty: the default

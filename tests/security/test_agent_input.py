@@ -15,9 +15,9 @@ from activities.dns import DnsActivities
 from activities.firewall import FirewallActivities
 from activities.postfix import PostfixActivities
 from activities.relay_test import RelayTestActivities
-from mailmove.config import GatewayConfig, Settings
-from tests.activities.test_firewall import GATEWAY, INTERNAL, PLAN
-from workflows.model import FirewallPlan, Relay, RelayTestQuery
+from mailmove.base.config import AgentConfig, GatewayConfig, Settings
+from mailmove.base.model import FirewallPlan, MtaProbe, Relay, RelayTestQuery
+from tests.support.firewall import GATEWAY, INTERNAL, PLAN
 
 ALLOWED = [agent_input.network("allowed", n) for n in GATEWAY + INTERNAL]
 MAILOUT = Relay("mailout.hrz.tu-darmstadt.de", 25, True)
@@ -202,18 +202,33 @@ def test_a_refusal_is_one_log_line_and_a_non_retryable_failure_naming_the_field(
 
 
 async def test_the_activities_refuse_before_they_run_anything():
-    """nft and postconf are commands that fail, the relay a listener that counts: none is reached."""
+    """nft and Postfix's commands are commands that fail, the relay and the local Postfix a
+    listener that counts: none is reached."""
     firewall = FirewallActivities(("false",), allowed=["10.0.0.0/8"])
     for act, plan in ((firewall.open_firewall, PLAN), (firewall.close_firewall, FirewallPlan("a b", [], []))):
         with pytest.raises(ApplicationError) as caught:
             await act(plan)
         assert caught.value.type == "AgentRefused"
-    with pytest.raises(ApplicationError, match="refused relay.host"):
-        await PostfixActivities(("false",)).check_postfix(Relay("mailout.example.org\n", 25, True))
-
     connections = []
     listener = await asyncio.start_server(lambda r, w: connections.append(w.close()), "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
+    failing = AgentConfig(postconf=("false",), postfix=("false",), postqueue=("false",), postfix_smtp_port=port)
+    postfix = PostfixActivities(failing, RELAYS)
+    bad_name = Relay("mailout.example.org\n", 25, True)
+    for act, relay, field in (
+        (postfix.check_postfix, bad_name, "relay.host"),
+        (postfix.configure_postfix, bad_name, "relay.host"),
+        (postfix.configure_postfix, Relay("smtp.attacker.example", 25, False), "relay"),  # no gateway relay
+        (postfix.restore_postfix, Relay("mailout.example.org", 0, True), "relay.port"),
+    ):
+        with pytest.raises(ApplicationError, match=f"{act.__name__} refused {field}: "):
+            await act(relay)
+    for probe, field in (
+        (MtaProbe("a@b.example", "c@d.example\r\nRCPT TO:<e@f.example>", "p1"), "probe.rcpt"),
+        (MtaProbe("a@b.example", "c@d.example", "p1\nBcc: e@f.example"), "probe.probe_id"),
+    ):
+        with pytest.raises(ApplicationError, match=f"probe_postfix refused {field}: "):
+            await postfix.probe_postfix(probe)
     listening = Relay("127.0.0.1", port, False)
     hostile = RelayTestQuery(listening, "mx2.chem.example.org", "a@b.example", "c@d.example\r\n")
     elsewhere = RelayTestQuery(listening, "mx2.chem.example.org", "a@b.example", "c@d.example")

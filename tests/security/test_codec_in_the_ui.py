@@ -10,13 +10,14 @@ import re
 import signal
 import subprocess
 
+import pytest
 from playwright.async_api import Page
 
-from mailmove.config import load_settings
-from mailmove.embedded import codec_endpoint, temporal_binary
-from tests.conftest import ROOT, wait_for
-from tests.dashboard.test_browser import browser  # noqa: F401 - the fixture
-from tests.test_recovery import _async, _done, mailmove, start_up
+from mailmove.base.config import load_settings
+from mailmove.service.embedded import codec_endpoint, temporal_binary
+from tests.support.paths import ROOT
+from tests.support.polling import wait_for
+from tests.support.processes import mailmove_sync, move_done, start_up
 
 DOMAIN = "chem.sandbox.test"
 ALICE = "zz-alice-4711"
@@ -45,7 +46,8 @@ async def use_the_codec(page: Page, ui: str, endpoint: str) -> None:
     )
 
 
-async def test_the_embedded_ui_decodes_for_the_signed_in_only(sandbox_factory, browser, tmp_path):  # noqa: F811
+@pytest.mark.temporal  # `mailmove up` starts its own
+async def test_the_embedded_ui_decodes_for_the_signed_in_only(sandbox_factory, browser, tmp_path):
     world = sandbox_factory(confirm_after=1)
     config = world.write_config(portal_mode="http")
     settings = load_settings(config)
@@ -55,8 +57,8 @@ async def test_the_embedded_ui_decodes_for_the_signed_in_only(sandbox_factory, b
     try:
         log = (config.parent / "up.log").read_text()
         login = re.search(r"one-time login \(admin\): (\S+)", log).group(1)
-        mailmove(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}", "--addresses", str(addresses))
-        await wait_for(lambda: _async(_done(config)), timeout=90, what="the move to be done")
+        mailmove_sync(config, "domain", "start", DOMAIN, "--legacy-mx", f"mail.{DOMAIN}", "--addresses", str(addresses))
+        await wait_for(lambda: move_done(config), timeout=90, what="the move to be done")
 
         listen = settings.temporal.embedded_listen
         raw = subprocess.run(

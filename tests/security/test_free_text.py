@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from dashboard.auth import issue_token
-from dashboard.serve import serving
-from store.db import sessions
-from store.records import audit_trail
-from tests.conftest import mailmove, started_since, terminate_running, until_stage
-from tests.security.test_scope import SERVER as SERVER_MOVE
-from tests.test_cli_server import replaced
+from mailmove.dashboard.auth import issue_token
+from mailmove.dashboard.serve import serving
+from mailmove.store.db import sessions
+from mailmove.store.records import audit_trail
+from tests.support.moves import started_since, terminate_running, until_stage
+from tests.support.processes import mailmove
+from tests.support.server_move import SERVER as SERVER_MOVE
+from tests.support.server_move import replaced
 
 CHEM = "chem.sandbox.test"
 WID, SERVER = f"domain-move:{CHEM}", f"server-move:mx2.{CHEM}"

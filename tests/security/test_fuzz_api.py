@@ -18,11 +18,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dashboard.app import create_app
-from dashboard.auth import issue_token
-from store.db import ready, upgrade
-from store.records import write_transition
-from tests.security.fuzzing import (
+from mailmove.base.model import Transition
+from mailmove.dashboard.app import create_app
+from mailmove.dashboard.auth import issue_token
+from mailmove.store.db import ready, upgrade
+from mailmove.store.records import write_transition
+from tests.support.fuzzing import (
     addresses,
     closed_port,
     durations,
@@ -33,7 +34,6 @@ from tests.security.fuzzing import (
     plausible_hosts,
     reaching_nothing,
 )
-from workflows.model import Transition
 
 DOMAIN = "chem.tu-darmstadt.de"
 
@@ -111,6 +111,7 @@ server_moves = bodies(
         "rcpt": st.one_of(mailboxes(), junk),
         "send": st.booleans(),
         "agent": st.booleans(),
+        "configure_mta": st.booleans(),
         "portal": st.sampled_from(["", "manual", "http"]),
     },
     required=("old", "new", "new_ipv4", "institution", "admins", "contact", "sender_domains"),
@@ -229,7 +230,8 @@ async def test_an_action_form_on_any_id_is_answered_without_a_500(api, id, actio
     form=st.dictionaries(
         st.sampled_from(
             ["domain", "legacy_mx", "dns", "portal", "legacy_preference", "addresses", "no_external", "contact", "old",
-             "new", "new_ipv4", "new_ipv6", "relay_scope", "institution", "admins", "sender_domains", "rcpt", "agent"]
+             "new", "new_ipv4", "new_ipv6", "relay_scope", "institution", "admins", "sender_domains", "rcpt", "agent",
+             "configure_mta"]
         ),
         st.one_of(form_texts, plausible_domains, plausible_hosts, st.sampled_from(["²", "99999", "on", "192.0.2.25"])),
         max_size=10,

@@ -14,19 +14,19 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mailmove.addresses import parse_addresses, read_addresses
-from mailmove.inputs import (
+from mailmove.base.addresses import parse_addresses, read_addresses
+from mailmove.base.errors import BadInput
+from mailmove.base.inputs import (
     DomainMoveRequest,
-    FieldError,
     ServerMoveRequest,
     address_field,
     domain_move_input,
     relay_test_query,
     server_move_input,
 )
-from mailmove.names import BadName, is_address, to_alabel, to_ulabel
-from mailmove.waves import DOMAIN_COLUMNS, SERVER_COLUMNS, PreparedWave, parse_rate, prepare_wave
-from tests.security.fuzzing import (
+from mailmove.base.names import BadName, is_address, to_alabel, to_ulabel
+from mailmove.service.waves import DOMAIN_COLUMNS, SERVER_COLUMNS, PreparedWave, parse_rate, prepare_wave
+from tests.support.fuzzing import (
     addresses,
     digits,
     host_names,
@@ -70,7 +70,7 @@ def test_an_address_literal_is_recognised_or_not(text):
     assert isinstance(is_address(text), bool)
     try:
         assert isinstance(address_field("new_ipv4", text), str)
-    except FieldError as exc:
+    except BadInput as exc:
         assert exc.field == "new_ipv4"
 
 
@@ -136,7 +136,7 @@ def test_a_domain_move_request_is_an_input_or_a_field_error(
     request = DomainMoveRequest(domain, legacy, dns_mode, portal, preference, "fuzz", "", text, no_external, contact)
     try:
         move = domain_move_input(settings, request)
-    except FieldError as exc:
+    except BadInput as exc:
         assert exc.field in {"domain", "legacy_mx", "legacy_preference", "dns", "portal", "addresses", "contact"}
         return
     assert move.domain == to_alabel(move.domain) and 0 <= move.legacy_preference < move.gateway_preference
@@ -163,7 +163,7 @@ def test_a_server_move_request_is_an_input_or_a_field_error(
     )
     try:
         move = server_move_input(settings, request)
-    except FieldError as exc:
+    except BadInput as exc:
         assert exc.field and " " not in exc.field
         return
     assert move.new_fqdn == to_alabel(move.new_fqdn) and move.relay_scope in ("external", "internal", "unsecure")
@@ -181,7 +181,7 @@ def test_a_server_move_request_is_an_input_or_a_field_error(
 def test_relay_test_options_are_a_query_or_a_field_error(settings, relay, helo, mail_from, rcpt, source):
     try:
         query, _ = relay_test_query(settings, relay, helo, mail_from, rcpt, source)
-    except FieldError as exc:
+    except BadInput as exc:
         assert exc.field in {"relay", "helo", "mail_from", "rcpt", "source"}
         return
     assert 0 < query.relay.port < 65536
@@ -246,7 +246,7 @@ def test_a_wave_file_is_a_wave_or_a_field_error(settings, tmp_path, text, rate):
     path.write_text(text, encoding="utf-8")
     try:
         wave = asyncio.run(prepare_wave(settings, path, 10, rate, actor="fuzz"))
-    except FieldError as exc:
+    except BadInput as exc:
         assert exc.field and " " not in exc.field  # FILE, --rate, rows, portal.url, ...
         return
     assert isinstance(wave, PreparedWave) and wave.rows
@@ -269,7 +269,7 @@ def test_a_wave_file_is_a_wave_or_a_field_error(settings, tmp_path, text, rate):
 def test_a_wave_rate_is_a_pace_or_a_field_error(text):
     try:
         per_minute = parse_rate(text)
-    except FieldError as exc:
+    except BadInput as exc:
         assert exc.field == "--rate"
         return
     assert 0 < per_minute < 10**6

@@ -32,17 +32,19 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.dns import DnsActivities
-from activities.postfix import PARAMETERS, mismatches
 from activities.relay_test import run_relay_test
 from activities.smtp_probe import ProbeActivities
-from checks import records
-from checks.domain import DomainChecks
-from checks.report import DomainCheckQuery, ServerCheckQuery
-from checks.server import ServerChecks
-from mailmove.config import parse_settings
-from tests.checks.test_domain_checks import SCHEMA
-from tests.security.fuzzing import addresses, digits, junk, names
-from workflows.model import AddressProbe, AddressReport, ProbeQuery, ProbeResult, Relay, RelayTestQuery
+from mailmove.base.config import parse_settings
+from mailmove.base.model import AddressProbe, AddressReport, ProbeQuery, ProbeResult, Relay, RelayTestQuery
+from mailmove.base.postfix import PARAMETERS, mismatches
+from mailmove.base.report import DomainCheckQuery, ServerCheckQuery
+from mailmove.checks import records
+from mailmove.checks.domain import DomainChecks
+from mailmove.checks.server import ServerChecks
+from tests.support.fuzzing import addresses, digits, junk, names
+from tests.support.reports import SCHEMA
+
+pytestmark = [pytest.mark.slow]  # hundreds of whole checks against scripted peers
 
 DOMAIN = "chem.tu-darmstadt.de"
 SERVER = "mx." + DOMAIN

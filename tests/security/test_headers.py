@@ -9,11 +9,11 @@ import httpx
 import pytest
 from playwright.async_api import async_playwright
 
-from dashboard.auth import issue_token
-from dashboard.headers import CSP
-from dashboard.serve import serving
-from tests.conftest import settings_for
-from tests.dashboard.test_browser import CHROMIUM, FLAGS
+from mailmove.dashboard.auth import issue_token
+from mailmove.dashboard.headers import CSP
+from mailmove.dashboard.serve import serving
+from tests.support.browser import CHROMIUM, FLAGS
+from tests.support.settings import settings_for
 
 WATCH_VIOLATIONS = """
 window.violations = [];

@@ -14,15 +14,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dashboard.auth import issue_token
-from dashboard.codec import MAX_BODY as CODEC_MAX_BODY
-from dashboard.serve import serving
-from mailmove.addresses import MAX_ADDRESS, MAX_ADDRESSES, MAX_LINE, MAX_TEXT, parse_addresses
-from mailmove.config import ConfigError, HostPort, parse_settings
-from mailmove.waves import MAX_ROWS, MAX_WAVE_ADDRESSES
-from sandbox.bind import free_port
-from store.db import upgrade
-from tests.conftest import mailmove, settings_for, terminate_running
+from mailmove.base.addresses import MAX_ADDRESS, MAX_ADDRESSES, MAX_LINE, MAX_TEXT, parse_addresses
+from mailmove.base.config import HostPort, parse_settings
+from mailmove.base.errors import ConfigError
+from mailmove.dashboard.auth import issue_token
+from mailmove.dashboard.codec import MAX_BODY as CODEC_MAX_BODY
+from mailmove.dashboard.serve import serving
+from mailmove.sandbox.bind import free_port
+from mailmove.service.waves import MAX_ROWS, MAX_WAVE_ADDRESSES
+from mailmove.store.db import upgrade
+from tests.support.moves import terminate_running
+from tests.support.processes import mailmove
+from tests.support.settings import settings_for
 
 DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"
 HUGE = 150 << 20
@@ -135,22 +138,27 @@ async def test_one_address_more_than_the_maximum_is_422_naming_addresses(operato
 
 
 async def test_the_event_loop_stays_free_while_the_largest_start_is_parsed(operator):
-    """The worker of `mailmove up` shares this loop: a start must not stop it, nor /healthz."""
+    """The worker of `mailmove up` shares this loop: a start must not stop it, nor /healthz.
+
+    The loop's stalls are counted in its own thread's CPU time, not in wall time: a busy machine
+    that takes the CPU away from the whole process is not the loop's fault, and the parse in a
+    thread spends no CPU of the loop's thread, while the same parse on the loop would spend all
+    of its time there between two ticks.
+    """
     world, settings, c = operator
     text = listing(MAX_ADDRESSES)
-    started = time.perf_counter()
+    started = time.thread_time()
     parse_addresses(text, "addresses", DOMAIN)
-    parsing = time.perf_counter() - started  # what the start spends on the list alone
-    loop = asyncio.get_running_loop()
+    parsing = time.thread_time() - started  # what the start spends on the list alone
     stalls: list[float] = []
     answers: list[float] = []
     done = asyncio.Event()
 
     async def ticking():
         while not done.is_set():
-            at = loop.time()
+            at = time.thread_time()
             await asyncio.sleep(0.005)
-            stalls.append(loop.time() - at - 0.005)
+            stalls.append(time.thread_time() - at)
 
     async def asking_health():
         async with httpx.AsyncClient(base_url=str(c.base_url), timeout=10) as probe:
@@ -168,7 +176,9 @@ async def test_the_event_loop_stays_free_while_the_largest_start_is_parsed(opera
     await asyncio.gather(*watchers)
     assert r.status_code == 201, r.text  # the largest list fits Temporal's payload limit
     assert answers and max(answers) < 1.0, answers
-    assert max(stalls) < parsing / 2, f"the loop stood still for {max(stalls):.3f}s; parsing takes {parsing:.3f}s"
+    assert max(stalls) < parsing / 2, (
+        f"the loop's thread spent {max(stalls):.3f}s of CPU between two ticks; parsing takes {parsing:.3f}s"
+    )
 
 
 async def test_the_cli_has_the_same_maxima(cli_world, tmp_path):
@@ -215,6 +225,7 @@ async def test_a_list_slow_to_parse_is_422_naming_addresses_at_once(plain, name,
     assert len(r.content) < 8000, len(r.content)
 
 
+@pytest.mark.slow  # the CLI run ten times
 async def test_the_cli_measures_a_file_before_it_parses_it(tmp_path):
     """The same lists as files, and one beyond MAX_TEXT: exit 2 naming addresses, in about the
     time the CLI takes to refuse a one-line file."""

@@ -20,25 +20,28 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.converter import WorkflowSerializationContext
 
-from dashboard.auth import issue_token
-from dashboard.serve import serving
-from mailmove import control
-from mailmove.config import ConfigError, Settings, parse_settings
-from mailmove.embedded import temporal_binary
-from mailmove.inputs import DomainMoveRequest
-from mailmove.payload_codec import (
+from mailmove.base.config import Settings, parse_settings
+from mailmove.base.errors import ConfigError
+from mailmove.base.inputs import DomainMoveRequest
+from mailmove.base.model import ConfirmInput
+from mailmove.base.payload_codec import (
     Always,
     EncryptionCodec,
     Never,
     read_key_file,
     write_key_file,
 )
-from mailmove.temporal import Role, admit_moves_in_clear, connect, payload_keys
-from tests.conftest import settings_for, terminate_running, until_stage, wait_for
-from tests.workflows.test_server_move_timeskipping import request as server_request
-from worker import build_worker
+from mailmove.base.temporal import Role, admit_moves_in_clear, connect, payload_keys
+from mailmove.dashboard.auth import issue_token
+from mailmove.dashboard.serve import serving
+from mailmove.service import control
+from mailmove.service.embedded import temporal_binary
+from mailmove.worker import build_worker
+from tests.support.moves import terminate_running, until_stage
+from tests.support.polling import wait_for
+from tests.support.server_move import request as server_request
+from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import ConfirmInput
 from workflows.server_move import ServerMoveWorkflow
 
 DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import httpx
 
-from dashboard.auth import list_tokens
-from dashboard.serve import serving
-from tests.security.local_dashboard import base_url, dashboard_settings
+from mailmove.dashboard.auth import list_tokens
+from mailmove.dashboard.serve import serving
+from tests.support.local_dashboard import base_url, dashboard_settings
 
 PROXIED = {"proxy_header": "X-Remote-User", "roles": {"boss": "admin", "carol": "operator"}}
 

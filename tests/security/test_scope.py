@@ -14,24 +14,17 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from dashboard.auth import issue_token
-from dashboard.serve import serving
-from mailmove.waves import prepare_wave, start_wave
-from tests.conftest import settings_for, started_since, terminate_running, wait_for
+from mailmove.dashboard.auth import issue_token
+from mailmove.dashboard.serve import serving
+from mailmove.service.waves import prepare_wave, start_wave
+from tests.support.moves import started_since, terminate_running
+from tests.support.polling import wait_for
+from tests.support.server_move import SERVER
+from tests.support.settings import settings_for
 from workflows.wave import WaveWorkflow
 
 CHEM, PHYS = "chem.sandbox.test", "phys.sandbox.test"
 SECRET_KEY = "phys-private-key"  # named by phys's zone only: a limited operator must never read it
-SERVER = {
-    "old": f"mail.{CHEM}",
-    "new": f"mx2.{CHEM}",
-    "new_ipv4": "127.0.0.2",
-    "institution": "Chemistry",
-    "admins": ["ab12cdef", "xy34ghij"],
-    "contact": f"postmaster@{CHEM}",
-    "sender_domains": [CHEM],
-    "agent": False,
-}
 DOMAIN = {"domain": CHEM, "legacy_mx": f"mail.{CHEM}"}
 
 

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from dashboard.auth import issue_token
-from dashboard.serve import serving
-from mailmove.config import ConfigError, DatabaseConfig, load_settings
-from sandbox.oidc import OidcProvider
-from tests.conftest import settings_for, terminate_running, until_stage
-from tests.dashboard.test_routes import DOMAIN, LEGACY, WID, login
-from tests.security.local_dashboard import base_url, dashboard_settings, on_new_port
+from mailmove.base.config import DatabaseConfig, load_settings
+from mailmove.base.errors import ConfigError
+from mailmove.dashboard.auth import issue_token
+from mailmove.dashboard.serve import serving
+from mailmove.sandbox.oidc import OidcProvider
+from tests.support.dashboard import DOMAIN, LEGACY, WID, login
+from tests.support.local_dashboard import base_url, dashboard_settings, on_new_port
+from tests.support.moves import terminate_running, until_stage
+from tests.support.settings import settings_for
 
 COOKIE = "mailmove_session"
 
@@ -97,32 +100,42 @@ async def test_a_role_changed_in_the_configuration_applies_at_the_next_request(t
         provider.stop()
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+@pytest.mark.slow  # seconds of real time
+@pytest.mark.parametrize(
+    "store", ["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])]
+)
 async def test_a_session_ends_when_idle(tmp_path, store, request):
-    settings = dashboard_settings(tmp_path, session_idle=1.0)
+    """A person's requests come a second apart, a quarter of the idle time, so a loaded machine's
+    slow page (CI once took over half a second) cannot end the session between them."""
+    settings = dashboard_settings(tmp_path, session_idle=4.0)
     if store == "postgresql":
         settings = replace(settings, database=DatabaseConfig(request.getfixturevalue("postgres_url")))
     async with serving(settings, None, login=False), httpx.AsyncClient(base_url=base_url(settings)) as browser:
         await login(browser, issue_token(settings, "olga", "operator"))
-        for _ in range(3):  # in use: it lives on past the idle time
-            await asyncio.sleep(0.5)
+        for _ in range(6):  # in use: it lives on past the idle time
+            await asyncio.sleep(1.0)
             assert (await browser.get("/")).status_code == 200
-        for _ in range(3):  # an open tab's refreshes are not its user's activity
-            await asyncio.sleep(0.5)
+        for _ in range(5):  # an open tab's refreshes are not its user's activity
+            await asyncio.sleep(1.0)
             await browser.get("/?partial=true", headers={"HX-Request": "true"})
         assert signed_out(await browser.get("/"))
 
 
+@pytest.mark.slow  # seconds of real time
 async def test_a_session_ends_after_its_absolute_lifetime(tmp_path):
     """The signed cookie's own age is no limit: it is signed anew whenever it changes (here by
-    the login page, which puts its form's CSRF token in it), so the store must end the session."""
-    settings = dashboard_settings(tmp_path, session_idle=60.0, session_absolute=3.0)
+    the login page, which puts its form's CSRF token in it), so the store must end the session.
+    Times are taken from the clock around the login, not summed from sleeps: a loaded CI machine
+    once took over a second to sign in, and a session 3 s long had ended before its first page."""
+    settings = dashboard_settings(tmp_path, session_idle=60.0, session_absolute=6.0)
     async with serving(settings, None, login=False), httpx.AsyncClient(base_url=base_url(settings)) as browser:
+        begun = time.monotonic()
         await login(browser, issue_token(settings, "olga", "operator"))
-        await asyncio.sleep(2)
+        signed_in = time.monotonic()  # the session was made between these two moments
+        await asyncio.sleep(max(0.0, begun + 2.0 - time.monotonic()))
         assert (await browser.get("/")).status_code == 200
         assert (await browser.get("/login")).status_code == 200  # the cookie, changed, is signed now
-        await asyncio.sleep(1.5)  # 3.5 s after the login, 1.5 s after the cookie's signature
+        await asyncio.sleep(max(0.0, signed_in + 6.5 - time.monotonic()))  # the session over 6 s old, its cookie less
         assert signed_out(await browser.get("/"))
 
 
@@ -141,6 +154,7 @@ async def test_the_csrf_token_is_made_anew_at_login(tmp_path):
         assert r.status_code == 201
 
 
+@pytest.mark.slow  # seconds of real time
 async def test_the_login_token_expires_unused(tmp_path):
     settings = dashboard_settings(tmp_path, login_token_ttl=1.0)
     async with serving(settings, None) as link, httpx.AsyncClient(base_url=base_url(settings)) as browser:

@@ -1,5 +1,5 @@
 """Transport security to Temporal against a real TLS endpoint: the dev server behind a
-TLS-terminating proxy of the tests' own (tls_proxy.py) that requires a client certificate. Each
+TLS-terminating proxy of the tests' own (tests/support/tls_proxy.py) that requires a client certificate. Each
 way of getting TLS wrong is a ConfigError naming the key to look at (exit 2), found fast; a server
 that does not answer is `Unreachable` (exit 1). Every error text is printed (`pytest -s`): they are
 what `mailmove.temporal._tls_hint` maps, as the Rust core (tonic, hyper, rustls) words them."""
@@ -15,10 +15,11 @@ import hpack
 import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from mailmove.config import ConfigError, Settings, parse_settings
-from mailmove.temporal import Unreachable, _tls_hint, connect
-from tests.conftest import mailmove
-from tests.security.tls_proxy import VERSIONS, TlsProxy, mtls
+from mailmove.base.config import Settings, parse_settings
+from mailmove.base.errors import ConfigError
+from mailmove.base.temporal import Unreachable, _tls_hint, connect
+from tests.support.processes import mailmove
+from tests.support.tls_proxy import VERSIONS, TlsProxy, mtls
 
 FAST = 10  # seconds: a failing connect must not hang in the SDK's retries
 
@@ -230,10 +231,11 @@ async def test_nothing_listening_is_unreachable(pki, tls):
     assert "temporal.address" in str(error)
 
 
+@pytest.mark.slow  # waits out the connect deadline
 async def test_a_server_that_never_answers_tls_is_unreachable_in_time(pki, monkeypatch):
     """The Rust core's connect waits forever for a ClientHello's answer (seen > 330 s; its own
     timeout covers only TCP): connect() has a deadline of its own."""
-    monkeypatch.setattr("mailmove.temporal.CONNECT_TIMEOUT", FAST / 2)
+    monkeypatch.setattr("mailmove.base.temporal.CONNECT_TIMEOUT", FAST / 2)
     with socket.socket() as silent:  # listening, never accepting: the kernel completes the TCP handshake
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)

@@ -4,9 +4,11 @@ and escape sequences (a colour, a window title), and a note with markup, are pri
 
 from __future__ import annotations
 
-from sandbox.smtp import RelayHandler, SmtpServer
-from tests.conftest import mailmove, terminate_running, until_stage
-from tests.test_cli_server import RELAY_ARGS, RELAYS
+from mailmove.sandbox.smtp import RelayHandler, SmtpServer
+from mailmove.sandbox.world import RELAYS
+from tests.support.moves import terminate_running, until_stage
+from tests.support.processes import mailmove
+from tests.support.server_move import RELAY_ARGS
 
 HOSTILE = "[/] \x1b[31mRED \x1b]0;pwned-title\x07 [bold]x"
 DOMAIN, LEGACY = "chem.sandbox.test", "mail.chem.sandbox.test"

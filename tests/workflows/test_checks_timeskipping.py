@@ -14,13 +14,15 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.worker import Replayer
 
-from mailmove.config import read_tsig_keyfile
-from store.db import sessions
-from store.records import check_reports
-from tests.conftest import encrypting, serial_of, served_mx, skip_to_end, status_of
-from tests.workflows.test_domain_move_timeskipping import DOMAIN, ORIGINAL, start
+from mailmove.base.config import read_tsig_keyfile
+from mailmove.base.model import MoveState
+from mailmove.store.db import sessions
+from mailmove.store.records import check_reports
+from tests.support.dns import serial_of, served_mx
+from tests.support.domain_move import DOMAIN, ORIGINAL, start
+from tests.support.moves import skip_to_end, status_of
+from tests.support.payloads import encrypting
 from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import MoveState
 
 
 def publish_txt(world, *texts: str) -> None:

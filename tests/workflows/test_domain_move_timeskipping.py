@@ -9,41 +9,22 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.worker import Replayer
 
-from mailmove import control
-from mailmove.inputs import DomainMoveRequest
-from sandbox.portal import Filing
-from sandbox.world import GATEWAY_MX
-from store.db import sessions
-from store.records import audit_trail, list_migrations
-from tests.conftest import encrypting, served_mx, settings_for, skip_to_end, status_of, until_quiet, until_stage
+from mailmove.base import ids
+from mailmove.base.inputs import DomainMoveRequest
+from mailmove.base.model import CancelInput, ConfirmInput, ExtendInput, MoveState
+from mailmove.sandbox.portal import Filing
+from mailmove.service import control
+from mailmove.store.db import sessions
+from mailmove.store.models import Guard
+from mailmove.store.records import list_migrations
+from tests.support.dns import served_mx
+from tests.support.domain_move import DOMAIN, FINAL, ORIGINAL, WITH_LEGACY, both_serve, start
+from tests.support.moves import actions, skip_to_end, status_of, until_quiet, until_stage
+from tests.support.payloads import encrypting
+from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import CancelInput, ConfirmInput, ExtendInput, MoveState, MxRecord, mx_key
 
-DOMAIN = "chem.sandbox.test"
-ORIGINAL = mx_key([MxRecord(10, f"mail.{DOMAIN}")])
-WITH_LEGACY = mx_key([MxRecord(10, h) for h in GATEWAY_MX] + [MxRecord(5, f"mail.{DOMAIN}")])
-FINAL = mx_key([MxRecord(10, h) for h in GATEWAY_MX])
 DAY = 86400
-
-
-async def start(time_env, worker_for, world, portal_mode="manual", before_start=None, **timing):
-    settings = settings_for(world, time_env, portal_mode=portal_mode, timing=timing)
-    await worker_for(time_env.client, settings)
-    move = await control.prepare_domain_move(settings, DomainMoveRequest(DOMAIN, f"mail.{DOMAIN}", actor="alice"))
-    if before_start:
-        before_start()
-    wid = await control.start_domain_move(time_env.client, settings, move)
-    return settings, time_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, wid)
-
-
-def both_serve(world, expected) -> None:
-    assert served_mx(world.dns.primary.port, DOMAIN) == expected
-    assert served_mx(world.dns.secondary.port, DOMAIN) == expected
-
-
-def actions(settings, wid: str) -> list[tuple[str, str, str]]:
-    with sessions(settings.database.url)() as session:
-        return [(e.actor, e.action, e.stage) for e in audit_trail(session, wid)]
 
 
 async def test_happy_path_with_a_14_day_registration_wait(time_env, worker_for, sandbox_factory):
@@ -100,6 +81,24 @@ async def test_detection_by_the_gateway_mx_and_the_portal(time_env, worker_for, 
     status = await status_of(handle)
     detail = next(s for s in status.stages if s.name == "await_registration").detail
     assert "confirmed" in detail or "accepts postmaster@" in detail
+
+
+async def test_a_move_without_trouble_ends_without_an_alert(time_env, worker_for, sandbox_factory):
+    """Nothing to say, so nothing said: not even that its guard was not scheduled (this server has
+    no Schedules; the worker's `ensure_schedule` is a fake that keeps the guard's row)."""
+    world = sandbox_factory(confirm_after=2)
+    timing = {"probe_interval": 3600, "escalate_after": 30 * DAY}
+    settings = settings_for(world, time_env, portal_mode="http", timing=timing)
+    await worker_for(time_env.client, settings)
+    request = DomainMoveRequest(DOMAIN, f"mail.{DOMAIN}", actor="alice", no_external=True)
+    wid = await control.start_domain_move(
+        time_env.client, settings, await control.prepare_domain_move(settings, request)
+    )
+    handle = time_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, wid)
+    assert (await skip_to_end(time_env, handle)).state == MoveState.DONE
+    assert (await status_of(handle)).alerts == []
+    with sessions(settings.database.url)() as session:
+        assert session.get(Guard, wid).schedule_id == ids.guard_id(wid)
 
 
 async def test_reminders_escalation_and_extend(time_env, worker_for, sandbox_factory):

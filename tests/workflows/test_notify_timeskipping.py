@@ -12,12 +12,14 @@ from email.utils import parsedate_to_datetime
 
 from activities.dns import DnsActivities
 from activities.notify import NotifyActivities
-from mailmove import control
-from mailmove.config import NotifyConfig
-from mailmove.inputs import DomainMoveRequest
-from tests.conftest import settings_for, status_of, until_stage, wait_for
+from mailmove.base.config import NotifyConfig
+from mailmove.base.inputs import DomainMoveRequest
+from mailmove.base.model import ConfirmInput, MoveState, Notice
+from mailmove.service import control
+from tests.support.moves import status_of, until_stage
+from tests.support.polling import wait_for
+from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import ConfirmInput, MoveState, Notice
 
 DOMAIN = "chem.sandbox.test"
 CONTACT = "postmaster@chem.sandbox.test"

@@ -13,26 +13,18 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from mailmove import control
-from tests.conftest import (
-    mailmove,
-    reach,
-    settings_for,
-    skip_to_end,
-    status_of,
-    terminate_running,
-    until_stage,
-    wait_for,
-)
-from tests.workflows import test_whitelist_timeskipping as whitelist
-from tests.workflows.test_domain_move_timeskipping import DOMAIN, WITH_LEGACY
-from tests.workflows.test_whitelist_timeskipping import MISSING, both_serve
+from mailmove.base.model import ConfirmInput, MoveState, MoveStatus
+from mailmove.service import control
+from tests.support.domain_move import DOMAIN, WITH_LEGACY, both_serve
+from tests.support.moves import reach, skip_to_end, status_of, terminate_running, until_stage
+from tests.support.polling import wait_for
+from tests.support.processes import mailmove
+from tests.support.settings import settings_for
+from tests.support.whitelist import MISSING
 from workflows.domain_move import SHOWN, DomainMoveWorkflow
-from workflows.model import ConfirmInput, MoveState, MoveStatus
 
 STAGE = "await_registration"
 PROBE_TIMEOUT = 5  # below the sandbox's smtp.timeout (10 s), which a silent gateway would run into first
-move = whitelist.move  # the Whitelist tests' move: bob is not entered by the centre
 LISTED = [f"user{n:02d}@{DOMAIN}" for n in range(SHOWN + 2)]  # more than an answer names
 
 

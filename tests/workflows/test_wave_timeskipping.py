@@ -7,8 +7,10 @@ from datetime import timedelta
 
 from temporalio.worker import Replayer
 
-from mailmove.waves import prepare_wave, start_wave
-from tests.conftest import encrypting, settings_for, skip_to_end
+from mailmove.service.waves import prepare_wave, start_wave
+from tests.support.moves import skip_to_end
+from tests.support.payloads import encrypting
+from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
 from workflows.server_move import ServerMoveWorkflow
 from workflows.wave import WaveWorkflow

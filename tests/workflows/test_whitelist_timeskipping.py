@@ -8,39 +8,14 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from mailmove import control
-from mailmove.inputs import DomainMoveRequest
-from store.db import sessions
-from store.records import portal_requests
-from tests.conftest import reach, served_mx, settings_for, skip_to_end, status_of, terminate_running
-from tests.workflows.test_domain_move_timeskipping import DOMAIN, FINAL, WITH_LEGACY
+from mailmove.base.model import ConfirmInput, MoveState
+from mailmove.service import control
+from mailmove.store.db import sessions
+from mailmove.store.records import portal_requests
+from tests.support.domain_move import FINAL, WITH_LEGACY, both_serve
+from tests.support.moves import reach, skip_to_end, status_of
+from tests.support.whitelist import ADDRESSES, MISSING
 from workflows.domain_move import DomainMoveWorkflow
-from workflows.model import ConfirmInput, MoveState
-
-ADDRESSES = [f"alice@{DOMAIN}", f"bob@{DOMAIN}", f"info@{DOMAIN}"]
-MISSING = ADDRESSES[1]
-
-
-@pytest.fixture
-async def move(time_env, worker_for, sandbox_factory, tmp_path):
-    world = sandbox_factory(confirm_after=0)
-    world.registry.withheld.add(MISSING)  # the centre "forgot" bob
-    settings = settings_for(world, time_env, portal_mode="http", timing={"probe_interval": 3600})
-    await worker_for(time_env.client, settings)
-    listing = tmp_path / "virtual"
-    listing.write_text("".join(f"{a}  {a.split('@')[0]}@mailbox.{DOMAIN}\n" for a in ADDRESSES) + f"root@{DOMAIN} x\n")
-    request = DomainMoveRequest(DOMAIN, f"mail.{DOMAIN}", actor="alice", addresses_file=str(listing))
-    wid = await control.start_domain_move(
-        time_env.client, settings, await control.prepare_domain_move(settings, request)
-    )
-    handle = time_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, wid)
-    yield world, settings, handle
-    await terminate_running(time_env.client, wid)
-
-
-def both_serve(world, expected) -> None:
-    assert served_mx(world.dns.primary.port, DOMAIN) == expected
-    assert served_mx(world.dns.secondary.port, DOMAIN) == expected
 
 
 async def test_a_refused_address_keeps_the_legacy_mx_until_it_is_filed(time_env, move):

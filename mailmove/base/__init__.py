@@ -1,0 +1,1 @@
+"""The base layer: wire types, vocabulary, configuration, names; imports nothing above it."""
