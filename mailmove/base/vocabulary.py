@@ -146,7 +146,6 @@ class Verdict(StrEnum):
     NOTICE = "notice"
     NOT_TESTED = "not_tested"
     WARNING = "warning"
-    CHANGED = "changed"  # on a server, by the host agent: what was there before, and what is now
     ERROR = "error"
 
 
