@@ -81,9 +81,12 @@ async def test_start_show_by_bare_name_confirm_and_cancel(cli_world, dev_env):
     assert status["firewall"]["nftables"].startswith(f"# tcp/25 for {NEW}")
     assert "ip saddr { 130.83.156.224/27, 130.83.252.128/26 } tcp dport 25 accept" in status["firewall"]["nftables"]
     assert status["postfix"][0].startswith(f"relayhost = [{RELAYS['external']}]")
+    assert sorted(status["other_mtas"]) == ["Exim", "OpenSMTPD", "Sendmail"]
+    assert f"define(`SMART_HOST', `[{RELAYS['external']}]')dnl" in status["other_mtas"]["Sendmail"]
 
     code, out, err = await mailmove(config, "show", NEW)
     assert code == 0 and "antrag-tsl.php" in out and "relayhost" in out
+    assert "OpenSMTPD instead:" in out and f'action "gateway" relay host smtp+tls://{RELAYS["external"]}:' in out
 
     code, out, err = await mailmove(config, "confirm", NEW, "request_tsl", "--note", "filed, ticket 7")
     assert code == 0, err

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         ServerMoveInput,
         ServerQuery,
     )
+    from mailmove.base.mta import other_mta_lines
     from mailmove.base.postfix import postfix_lines, shown
     from mailmove.base.report import ServerCheckQuery
     from mailmove.base.vocabulary import (
@@ -455,6 +456,7 @@ class ServerMoveWorkflow(Migration):
             "firewall": self.rules,
             "firewall_change": self.firewall_change,
             "postfix": [f"{k} = {v}" for k, v in self.postfix.items()],
+            "other_mtas": other_mta_lines(self.args.relay),
             "postfix_check": self.postfix_check,
             "transcript": self.transcript,
             "postfix_change": self.postfix_change,

@@ -478,6 +478,7 @@ class MoveStatus:
     firewall: FirewallRules | None = None
     firewall_change: FirewallChange | None = None
     postfix: list[str] = field(default_factory=list)  # the MTA's lines for the chosen relay
+    other_mtas: dict[str, list[str]] = field(default_factory=dict)  # Exim's, Sendmail's, OpenSMTPD's lines
     postfix_check: PostfixCheck | None = None
     transcript: RelayTranscript | None = None
     postfix_change: PostfixChange | None = None  # configure_mta's change of main.cf (or, cancelled, its undoing)

@@ -161,6 +161,8 @@ def server_parts(status: MoveStatus) -> list[Any]:
         parts.append(plain(f"firewall: {change.detail}" + "".join(f"\n  + {a}" for a in change.added)))
     if status.postfix:
         parts.append(plain("Postfix main.cf for the relay:\n  " + "\n  ".join(status.postfix)))
+    for mta, lines in status.other_mtas.items():
+        parts.append(plain(f"{mta} instead:\n  " + "\n  ".join(lines)))
     if change := status.postfix_change:
         parts.append(plain(f"Postfix: {change.detail}; main.cf before: {postfix.shown(change.previous)}"))
     if probe := status.mta_probe:

@@ -344,6 +344,8 @@ async def test_the_remaining_pages_and_forms(dash):
         assert r.status_code == 303 and r.headers["location"].startswith(
             "/migrations/server-move:mx2.chem.sandbox.test"
         )
+        page = await c.get(r.headers["location"])
+        assert "<summary>Exim instead of Postfix</summary>" in page.text and "hosts_require_tls = *" in page.text
         r = await c.post(f"/migrations/{WID}/cancel", data={"note": "by form", "csrf": csrf})
         assert "restored" in await flashed(c, r)
         assert (await c.post("/logout", data={"csrf": csrf})).status_code == 303
