@@ -370,7 +370,9 @@ class PostfixActivities:
             reason = await self._delay_reason(queue_id)
             if reason:
                 raise ApplicationError(
-                    f"the probe message {queue_id} is deferred: {reason}", type="ProbeNotRelayed", non_retryable=True
+                    f"the probe message {queue_id} was deferred by Postfix: {reason}",
+                    type="ProbeNotRelayed",
+                    non_retryable=True,
                 )
             if time.monotonic() > deadline:
                 raise ApplicationError(

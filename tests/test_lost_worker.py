@@ -20,12 +20,9 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Replayer
 
@@ -39,9 +36,8 @@ from mailmove.service import control
 from mailmove.worker import WORKFLOWS
 from tests.support.domain_move import DOMAIN
 from tests.support.firewall import nft_in
-from tests.support.moves import terminate_running, until_stage
+from tests.support.moves import in_flight, started_at, terminate_running, until_stage
 from tests.support.paths import ROOT
-from tests.support.polling import wait_for
 from tests.support.processes import kill, start_worker
 from tests.support.server_move import NEW, request
 from tests.support.settings import settings_for
@@ -50,7 +46,6 @@ from workflows.domain_move import DomainMoveWorkflow
 # kill -> next attempt started on a new worker: heartbeat timeout (5 s) + first retry (1 s) +
 # a new worker process starting (about 3 s here), with room for a loaded 2-core CI machine
 BOUND = 15.0
-STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 
 
 def update_server(config: str, port: int) -> str:
@@ -108,25 +103,6 @@ async def silent_port() -> AsyncIterator[int]:
         server.close()
     for transport in datagrams:
         transport.close()
-
-
-async def pending(handle: WorkflowHandle, activity: str) -> PendingActivityInfo | None:
-    description = await handle.describe()
-    return next((p for p in description.raw_description.pending_activities if p.activity_type.name == activity), None)
-
-
-async def in_flight(handle: WorkflowHandle, activity: str, timeout: float = 90, after: int = 0) -> PendingActivityInfo:
-    """The pending activity once an attempt later than `after` has started."""
-
-    async def started() -> PendingActivityInfo | None:
-        info = await pending(handle, activity)
-        return info if info and info.state == STARTED and info.attempt > after else None
-
-    return await wait_for(started, timeout=timeout, interval=0.1, what=f"{activity} in flight")
-
-
-def started_at(info: PendingActivityInfo) -> float:
-    return info.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
 
 
 async def start(

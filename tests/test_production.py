@@ -11,12 +11,15 @@ import sys
 
 import httpx
 
+from mailmove.base.model import MoveState
 from mailmove.dashboard.auth import issue_token
 from mailmove.sandbox.bind import free_port
+from tests.support.moves import terminate_running
 from tests.support.paths import ROOT
 from tests.support.polling import wait_for
 from tests.support.processes import mailmove
 from tests.support.settings import settings_for
+from workflows.domain_move import DomainMoveWorkflow
 
 DOMAIN = "chem.sandbox.test"
 GRACE = 30  # the units' TimeoutStopSec and the pods' terminationGracePeriodSeconds
@@ -62,10 +65,16 @@ async def test_bootstrap_then_worker_and_dashboard_processes_on_postgresql(dev_e
                 return state == "done"
 
             await wait_for(done, timeout=120, interval=1, what="the move done by the worker process")
+            # `done` is the status; the workflow closes after it (its guard's schedule, its mail):
+            # stopped before that, the move would stay open on the shared dev server, and every
+            # later test of the same domain would find it "already moving"
+            handle = dev_env.client.get_workflow_handle_for(DomainMoveWorkflow.run, r.json()["id"])
+            assert (await asyncio.wait_for(handle.result(), 60)).state == MoveState.DONE
     finally:
         for child in (worker, dashboard):
             if child.returncode is None:
                 child.send_signal(signal.SIGTERM)
+        await terminate_running(dev_env.client, f"domain-move:{DOMAIN}")
     for child in (worker, dashboard):
         _, err = await asyncio.wait_for(child.communicate(), GRACE)
         assert child.returncode == 0, err.decode()[-2000:]

@@ -4,8 +4,10 @@ time skipped until it gets somewhere, and a clean server afterwards."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, timedelta
 
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -14,6 +16,8 @@ from mailmove.base.model import MoveStatus
 from mailmove.store.db import sessions
 from mailmove.store.records import audit_trail
 from tests.support.polling import wait_for
+
+STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 
 
 async def status_of(handle: WorkflowHandle) -> MoveStatus:
@@ -102,3 +106,22 @@ def actions(settings, wid: str) -> list[tuple[str, str, str]]:
     """The move's audit trail in the store: (actor, action, stage) in order."""
     with sessions(settings.database.url)() as session:
         return [(e.actor, e.action, e.stage) for e in audit_trail(session, wid)]
+
+
+async def pending(handle: WorkflowHandle, activity: str) -> PendingActivityInfo | None:
+    description = await handle.describe()
+    return next((p for p in description.raw_description.pending_activities if p.activity_type.name == activity), None)
+
+
+async def in_flight(handle: WorkflowHandle, activity: str, timeout: float = 90, after: int = 0) -> PendingActivityInfo:
+    """The pending activity once an attempt later than `after` has started."""
+
+    async def started() -> PendingActivityInfo | None:
+        info = await pending(handle, activity)
+        return info if info and info.state == STARTED and info.attempt > after else None
+
+    return await wait_for(started, timeout=timeout, interval=0.1, what=f"{activity} in flight")
+
+
+def started_at(info: PendingActivityInfo) -> float:
+    return info.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
