@@ -61,9 +61,12 @@ async def terminate_running(client: Client, *workflow_ids: str) -> None:
 
 
 async def until_quiet(handle: WorkflowHandle, timeout: float = 30) -> None:
-    """Until none of the move's activities is running. Before a cancel on the time-skipping
+    """Until none of the move's activities is running. Before an update on the time-skipping
     server: the Java test server answers a cancel that races an activity's completion with
-    ACTIVITY_UNKNOWN and the workflow task never completes (seen here; the real server copes)."""
+    ACTIVITY_UNKNOWN, and refused an update's workflow task that raced one (the mail or the audit
+    write that follows a stage's "waiting") with "invalid history builder state for action" (seen
+    in CI on a loaded machine); either way the task never completes and the clock stops. The real
+    server copes."""
 
     async def quiet() -> bool:
         return not (await handle.describe()).raw_description.pending_activities

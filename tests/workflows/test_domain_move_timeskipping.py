@@ -35,6 +35,7 @@ async def test_happy_path_with_a_14_day_registration_wait(time_env, worker_for, 
     status = await until_stage(handle, "request_domain", "waiting")
     both_serve(world, WITH_LEGACY)
     assert status.form["domain"] == DOMAIN and status.form["form"].endswith("antrag-maildomain.php")
+    await until_quiet(handle)
     await handle.execute_update(DomainMoveWorkflow.confirm, ConfirmInput("request_domain", "alice", "filed, ticket 42"))
 
     await until_stage(handle, "await_registration", "waiting")
@@ -45,6 +46,7 @@ async def test_happy_path_with_a_14_day_registration_wait(time_env, worker_for, 
     assert any("no registration after 7 days" in a for a in status.alerts)
     both_serve(world, WITH_LEGACY)  # the legacy MX stays while the domain is not registered
 
+    await until_quiet(handle)
     await handle.execute_update(
         DomainMoveWorkflow.confirm, ConfirmInput("await_registration", "bob", "HRZ mail of 12 May")
     )
@@ -121,6 +123,7 @@ async def test_reminders_escalation_and_extend(time_env, worker_for, sandbox_fac
     status = await status_of(handle)
     assert status.state == MoveState.NEEDS_ATTENTION and status.attention
 
+    await until_quiet(handle)
     await handle.execute_update(DomainMoveWorkflow.extend, ExtendInput(3 * DAY, "carol", "centre is on holiday"))
     status = await status_of(handle)
     assert status.state == MoveState.WAITING and not status.attention
@@ -135,6 +138,7 @@ async def test_reminders_escalation_and_extend(time_env, worker_for, sandbox_fac
     assert ("carol", "extend", "await_registration") in trail
     assert sum(1 for _, a, _ in trail if a == "escalated") == 2
     assert sum(1 for _, a, _ in trail if a == "reminder") >= 9
+    await until_quiet(handle)
     await handle.execute_update(DomainMoveWorkflow.cancel, CancelInput("carol", "giving up"))
     assert (await handle.result()).state == MoveState.CANCELLED
     both_serve(world, ORIGINAL)
@@ -196,6 +200,7 @@ async def test_update_validators(time_env, worker_for, sandbox_factory):
     settings, handle = await start(time_env, worker_for, world, probe_interval=DAY)
     await until_stage(handle, "request_domain", "waiting")
 
+    await until_quiet(handle)
     for bad, field in [
         (ConfirmInput("await_registration", "eve"), "not waiting"),
         (ConfirmInput("no_such_stage", "eve"), "is not a stage"),
@@ -208,6 +213,7 @@ async def test_update_validators(time_env, worker_for, sandbox_factory):
     assert "no wait to extend" in str(err.value.cause)
     assert ("eve", "confirm", "await_registration") not in actions(settings, handle.id)  # rejected: not written
 
+    await until_quiet(handle)
     await handle.execute_update(DomainMoveWorkflow.confirm, ConfirmInput("request_domain", "eve", "filed"))
     with pytest.raises(WorkflowUpdateFailedError):  # a second confirm of the same stage
         await handle.execute_update(DomainMoveWorkflow.confirm, ConfirmInput("request_domain", "eve", "again"))
@@ -237,6 +243,7 @@ async def test_a_failed_stage_waits_for_a_retry_and_never_fails_silently(time_en
     both_serve(world, ORIGINAL)
 
     world.dns.keyfile.write_text(good_key)
+    await until_quiet(handle)
     await handle.execute_update(DomainMoveWorkflow.confirm, ConfirmInput("add_gateway_mx", "frank", "key fixed"))
     assert (await skip_to_end(time_env, handle, timedelta(minutes=1))).state == MoveState.DONE
     both_serve(world, FINAL)

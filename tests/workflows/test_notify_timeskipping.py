@@ -16,7 +16,7 @@ from mailmove.base.config import NotifyConfig
 from mailmove.base.inputs import DomainMoveRequest
 from mailmove.base.model import ConfirmInput, MoveState, Notice
 from mailmove.service import control
-from tests.support.moves import status_of, until_stage
+from tests.support.moves import status_of, until_quiet, until_stage
 from tests.support.polling import wait_for
 from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
@@ -52,6 +52,7 @@ async def test_the_contact_hears_of_waits_overdue_steps_and_the_end(time_env, wo
     assert f"mailmove confirm domain-move:{DOMAIN} request_domain" in waiting.get_content()
     assert waiting["Auto-Submitted"] == "auto-generated"
 
+    await until_quiet(handle)
     await handle.execute_update(DomainMoveWorkflow.confirm, ConfirmInput("request_domain", "alice", "filed"))
     await until_stage(handle, "await_registration", "waiting")
     await time_env.sleep(timedelta(days=4))
@@ -62,6 +63,7 @@ async def test_the_contact_hears_of_waits_overdue_steps_and_the_end(time_env, wo
         f"[mailmove] {DOMAIN}: await_registration waits for you",
         f"[mailmove] {DOMAIN} needs attention at await_registration",
     ]  # reminders are in the history, not in the contact's mailbox
+    await until_quiet(handle)
     await handle.execute_update(DomainMoveWorkflow.confirm, ConfirmInput("await_registration", "bob", "registered"))
     assert (await handle.result()).state == MoveState.DONE
 
