@@ -15,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mailmove.base.addresses import parse_addresses, read_addresses
-from mailmove.base.errors import BadInput
+from mailmove.base.errors import BadInput, ConfigError
 from mailmove.base.inputs import (
     DomainMoveRequest,
     ServerMoveRequest,
@@ -241,12 +241,13 @@ def wave_files(draw) -> str:
 @example("domain,legacy_mx\n" + "a" * 200_000 + ",b", "30/min")
 @example("domain,legacy_mx,addresses\nchem.tu-darmstadt.de,mail.chem.tu-darmstadt.de,a\x00b", "30/min")
 @example("domain,legacy_mx\r\nchem.tu-darmstadt.de,mail.chem.tu-darmstadt.de\r\n", "30/min")
+@example("domain,legacy_mx,portal\nchem.tu-darmstadt.de,mail.chem.tu-darmstadt.de,http", "30/min")
 def test_a_wave_file_is_a_wave_or_a_field_error(settings, tmp_path, text, rate):
     path = tmp_path / "wave.csv"
     path.write_text(text, encoding="utf-8")
     try:
         wave = asyncio.run(prepare_wave(settings, path, 10, rate, actor="fuzz"))
-    except BadInput as exc:
+    except (BadInput, ConfigError) as exc:  # a row that files over HTTP: portal.url, which nobody answers
         assert exc.field and " " not in exc.field  # FILE, --rate, rows, portal.url, ...
         return
     assert isinstance(wave, PreparedWave) and wave.rows
