@@ -56,6 +56,8 @@ from workflows.domain_move import DomainMoveWorkflow
 from workflows.migration import Migration
 from workflows.server_move import ServerMoveWorkflow
 
+AGENT_POLLS_TIMEOUT = timedelta(seconds=5)  # a question for a hint, not worth a long wait
+
 
 def workflow_id(text: str, settings: Settings | None = None) -> str:
     """`domain-move:<domain>`, `server-move:<fqdn>`, or a bare name: the domain move of that
@@ -125,14 +127,20 @@ async def start_server_move(client: Client, settings: Settings, move: ServerMove
 
 
 async def agent_polls(client: Client, settings: Settings, task_queue: str) -> bool:
-    """Whether a host agent has polled its task queue lately (Temporal keeps pollers ~1 min)."""
-    description = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=settings.temporal.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+    """Whether a host agent has polled its task queue lately (Temporal keeps pollers ~1 min).
+    A question that fails (the server busy, the call cancelled) counts as not seen: it is only
+    advice after a start that stands (seen in CI as "operation was canceled" on a loaded machine)."""
+    try:
+        description = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=settings.temporal.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            ),
+            timeout=AGENT_POLLS_TIMEOUT,
         )
-    )
+    except RPCError:
+        return False
     return bool(description.pollers)
 
 
