@@ -28,11 +28,11 @@ from mailmove.base.config import load_settings
 from mailmove.base.model import MoveState
 from mailmove.dashboard.auth import issue_token
 from mailmove.sandbox.bind import free_port
+from tests.support.dashboard import until_healthy, until_state
 from tests.support.domain_move import DOMAIN
 from tests.support.moves import in_flight, terminate_running
 from tests.support.paths import ROOT
 from tests.support.payloads import PAYLOAD_KEY
-from tests.support.polling import wait_for
 from workflows.domain_move import DomainMoveWorkflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.root]
@@ -169,14 +169,7 @@ async def test_the_image_runs_bootstrap_worker_and_dashboard(image, dev_env, san
         first = containers.start("worker", "worker-1")
         dashboard = containers.start("dashboard")
         async with httpx.AsyncClient(base_url=f"http://{listen}", timeout=5) as c:
-
-            async def healthy() -> bool:
-                try:
-                    return (await c.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_for(healthy, timeout=90, what="the dashboard container's /healthz")
+            await until_healthy(c, timeout=90, what="the dashboard container's /healthz")
             for name in (first, dashboard):
                 assert podman("exec", name, "id", "-u").stdout.strip() == str(UID)
                 assert podman("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", name).stdout.strip() == "true"
@@ -201,10 +194,7 @@ async def test_the_image_runs_bootstrap_worker_and_dashboard(image, dev_env, san
             await in_flight(handle, "file_request", timeout=30, after=lost.attempt)
             world.registry.respond_after = 0
 
-            async def done() -> bool:
-                return (await c.get(f"/api/migrations/{DOMAIN}")).json()["status"]["state"] == "done"
-
-            await wait_for(done, timeout=180, interval=1, what="the move done by the worker container")
+            await until_state(c, DOMAIN, "done", timeout=180, what="the move done by the worker container")
             assert (await asyncio.wait_for(handle.result(), 60)).state == MoveState.DONE  # closed, too
         assert len(world.registry.requests) == 1  # the retry on the second worker filed nothing twice
         for name, service in ((containers.names[-1], "worker"), (dashboard, "dashboard")):

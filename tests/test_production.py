@@ -14,9 +14,9 @@ import httpx
 from mailmove.base.model import MoveState
 from mailmove.dashboard.auth import issue_token
 from mailmove.sandbox.bind import free_port
+from tests.support.dashboard import until_healthy, until_state
 from tests.support.moves import terminate_running
 from tests.support.paths import ROOT
-from tests.support.polling import wait_for
 from tests.support.processes import mailmove
 from tests.support.settings import settings_for
 from workflows.domain_move import DomainMoveWorkflow
@@ -48,23 +48,11 @@ async def test_bootstrap_then_worker_and_dashboard_processes_on_postgresql(dev_e
     dashboard = await process(config, "dashboard", env=env)
     try:
         async with httpx.AsyncClient(base_url=f"http://{listen}", timeout=5) as c:
-
-            async def healthy():
-                try:
-                    return (await c.get("/healthz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_for(healthy, timeout=60, what="the dashboard's health")
+            await until_healthy(c, timeout=60, what="the dashboard's health")
             c.headers["Authorization"] = f"Bearer {issue_token(settings, 'ops', 'operator')}"
             r = await c.post("/api/domain-moves", json={"domain": DOMAIN, "legacy_mx": f"mail.{DOMAIN}"})
             assert r.status_code == 201, r.text
-
-            async def done():
-                state = (await c.get(f"/api/migrations/{DOMAIN}")).json()["status"]["state"]
-                return state == "done"
-
-            await wait_for(done, timeout=120, interval=1, what="the move done by the worker process")
+            await until_state(c, DOMAIN, "done", timeout=120, what="the move done by the worker process")
             # `done` is the status; the workflow closes after it (its guard's schedule, its mail):
             # stopped before that, the move would stay open on the shared dev server, and every
             # later test of the same domain would find it "already moving"

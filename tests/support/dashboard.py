@@ -11,6 +11,7 @@ from mailmove.base.config import Settings
 from mailmove.dashboard.app import create_app
 from mailmove.dashboard.auth import issue_token
 from tests.support.domain_move import DOMAIN
+from tests.support.polling import wait_for
 
 LEGACY = f"mail.{DOMAIN}"
 WID = f"domain-move:{DOMAIN}"
@@ -34,3 +35,24 @@ def signed_in(settings: Settings, client: Client, role: str) -> httpx.AsyncClien
         base_url="http://dash",
         headers={"Authorization": f"Bearer {token}"},
     )
+
+
+async def until_healthy(c: httpx.AsyncClient, timeout: float, what: str) -> None:
+    """Until a dashboard started as a process or a container answers /healthz (it may not listen yet)."""
+
+    async def healthy() -> bool:
+        try:
+            return (await c.get("/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await wait_for(healthy, timeout=timeout, what=what)
+
+
+async def until_state(c: httpx.AsyncClient, subject: str, state: str, timeout: float, what: str) -> None:
+    """Until the dashboard's API shows `subject`'s move in `state`."""
+
+    async def reached() -> bool:
+        return (await c.get(f"/api/migrations/{subject}")).json()["status"]["state"] == state
+
+    await wait_for(reached, timeout=timeout, interval=1, what=what)
