@@ -10,7 +10,6 @@ receiver that deduplicates. Without `notify.sender` nothing is sent (False).
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
@@ -28,7 +27,7 @@ from mailmove.base.model import Notice
 from mailmove.base.names import is_address
 from mailmove.base.tls import tls_context
 from mailmove.store.db import sessions
-from mailmove.store.models import Notification
+from mailmove.store.records import notice_sent, record_notice
 
 
 def compose(notice: Notice, sender: str, dashboard_url: str = "") -> EmailMessage:
@@ -57,20 +56,11 @@ class NotifyActivities:
 
     def _sent(self, key: str) -> bool:
         with self.sessions() as session:
-            return session.get(Notification, key) is not None
+            return notice_sent(session, key)
 
     def _record(self, notice: Notice, sender: str) -> None:
         with self.sessions.begin() as session:
-            session.merge(
-                Notification(
-                    key=notice.key,
-                    workflow_id=notice.workflow_id,
-                    event=notice.event,
-                    recipient=notice.to,
-                    message_id=message_id(notice, sender),
-                    sent_at=datetime.now(UTC),
-                )
-            )
+            record_notice(session, notice, message_id(notice, sender))
 
     async def _send(self, message: EmailMessage, host: str, address: str, port: int) -> None:
         """One session: STARTTLS is required and verified for the relay's name."""

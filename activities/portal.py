@@ -12,7 +12,6 @@ The HTTP contract (docs/portal.md): `POST {url}requests` with a JSON body
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import httpx
 from temporalio import activity
@@ -25,6 +24,7 @@ from mailmove.base.tls import tls_context
 from mailmove.base.vocabulary import Request, RequestState
 from mailmove.store.db import sessions
 from mailmove.store.models import PortalRequest
+from mailmove.store.records import begin_filing, mark_filed
 
 
 class PortalActivities:
@@ -59,27 +59,11 @@ class PortalActivities:
 
     def _begin(self, filing: PortalFiling) -> PortalRequest:
         with self.sessions.begin() as session:
-            row = session.get(PortalRequest, filing.key)
-            if row is None:
-                row = PortalRequest(
-                    key=filing.key,
-                    workflow_id=filing.workflow_id,
-                    kind=filing.kind,
-                    subject=filing.subject,
-                    values=filing.values,
-                    state=RequestState.SUBMITTING,
-                    reference="",
-                    status="",
-                    created_at=datetime.now(UTC),
-                )
-                session.add(row)
-            return row
+            return begin_filing(session, filing)
 
     def _filed(self, key: str, reference: str, status: str) -> None:
         with self.sessions.begin() as session:
-            row = session.get(PortalRequest, key)
-            row.state, row.reference, row.status = RequestState.FILED, reference, status
-            row.filed_at = datetime.now(UTC)
+            mark_filed(session, key, reference, status)
 
     async def _file(self, filing: PortalFiling) -> PortalReceipt:
         row = await asyncio.to_thread(self._begin, filing)

@@ -54,25 +54,11 @@ class GuardWorkflow:
         mailed = verdict.notice is not None and await self.mail(verdict)
         return GuardResult(args.subject, report.worst, [c.id for c in verdict.drift], mailed, "; ".join(self.notes))
 
-    async def act(
-        self,
-        method: Callable,
-        arg: Any,
-        timeout: timedelta,
-        task_queue: str | None = None,
-        schedule_to_start: timedelta | None = None,
-    ) -> Any:
-        """One activity, retried as a stage's is, within `timing.retry_limit`."""
-        t = self.args.timings
+    async def act(self, method: Callable, arg: Any, timeout: timedelta, **options: Any) -> Any:
+        """One activity, retried as a stage's is, within `timing.retry_limit`; `options` name the
+        host agent's task queue and how long to wait for it to take the activity."""
         return await workflow.execute_activity_method(
-            method,
-            arg,
-            start_to_close_timeout=timeout,
-            schedule_to_close_timeout=timeout + policy.seconds(t.retry_limit),
-            schedule_to_start_timeout=schedule_to_start,
-            heartbeat_timeout=policy.seconds(t.heartbeat_timeout),
-            retry_policy=policy.STAGE_RETRY,
-            task_queue=task_queue,
+            method, arg, **options, **policy.stage_activity(timeout, self.args.timings)
         )
 
     async def check(self) -> Report:
@@ -96,7 +82,7 @@ class GuardWorkflow:
                 query,
                 policy.seconds(a.timings.agent_timeout),
                 task_queue=a.agent_queue,
-                schedule_to_start=policy.seconds(a.agent_wait),
+                schedule_to_start_timeout=policy.seconds(a.agent_wait),
             )
         except ActivityError as err:
             self.notes.append(f"relay test not run: {error_text(err)}")

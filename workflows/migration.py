@@ -110,7 +110,6 @@ class Migration:
         self.events = 0
         self.visible: tuple[str, str] = search.STARTED  # (stage, state) last set as search attributes
         self.heartbeat_timeout = policy.seconds(timings.heartbeat_timeout)
-        self.retry_limit = policy.seconds(timings.retry_limit)
         self.portal_timeout = policy.seconds(timings.portal_timeout)
         self.checks: dict[str, str] = {}  # stage -> summary of the check report stored there
         self.detection = Detection(timings)
@@ -315,16 +314,18 @@ class Migration:
         is retried after the heartbeat timeout, and attempts are not counted; a stage gives up
         on a non-retryable error or after `timing.retry_limit` (one whole attempt always fits).
         `retry` replaces the retry policy (policy.ONE_ATTEMPT for a check a person waits for)."""
+        options = policy.stage_activity(timeout, self.timings)
+        if self.compensating:
+            options.update(schedule_to_close_timeout=None, retry_policy=policy.PERSISTENT_RETRY)
+        if retry:
+            options["retry_policy"] = retry
         while True:
             handle = workflow.start_activity_method(
                 method,
                 arg,
-                start_to_close_timeout=timeout,
-                schedule_to_close_timeout=None if self.compensating else timeout + self.retry_limit,
-                retry_policy=retry or (policy.PERSISTENT_RETRY if self.compensating else policy.STAGE_RETRY),
-                heartbeat_timeout=self.heartbeat_timeout,
                 task_queue=task_queue,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                **options,
             )
             await workflow.wait_condition(lambda h=handle: h.done() or self.interrupted())
             if not handle.done():
@@ -516,12 +517,7 @@ class Migration:
     async def mail(self, notice: Notice) -> None:
         try:
             await workflow.execute_activity_method(
-                NotifyActivities.send_notice,
-                notice,
-                start_to_close_timeout=policy.NOTIFY_TIMEOUT,
-                schedule_to_close_timeout=policy.NOTIFY_TIMEOUT + self.retry_limit,
-                heartbeat_timeout=self.heartbeat_timeout,
-                retry_policy=policy.STAGE_RETRY,
+                NotifyActivities.send_notice, notice, **policy.stage_activity(policy.NOTIFY_TIMEOUT, self.timings)
             )
         except ActivityError as err:
             self.alerts.append(f"the {notice.event} mail to {notice.to} was not sent: {error_text(err)}")

@@ -10,11 +10,15 @@ attempt lost that way is simply retried; it must not use up a budget meant for r
 
 from datetime import timedelta
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from mailmove.base.model import Timings
 
 # A stage's activity: retried without an attempt cap (attempts lost to dead workers end in
 # timeouts and must not count), every 1, 2, 4, 8 then 10 s, within the move's
-# `timing.retry_limit` (the schedule-to-close bound, migration.py `act`); only a
+# `timing.retry_limit` (the schedule-to-close bound, `stage_activity` below); only a
 # non-retryable error or that bound makes the stage wait for a postmaster's retry. The 10 s
 # cap keeps the retry after a lost attempt within seconds even when earlier attempts were
 # lost too.
@@ -66,6 +70,17 @@ NOTIFY_TIMEOUT = timedelta(seconds=60)
 
 def seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
+
+
+def stage_activity(timeout: timedelta, timings: Timings) -> workflow.ActivityConfig:
+    """A stage's activity (and a guard's, a mail's): it beats, and is retried within
+    `timing.retry_limit` beyond its own timeout, so one whole attempt always fits."""
+    return workflow.ActivityConfig(
+        start_to_close_timeout=timeout,
+        schedule_to_close_timeout=timeout + seconds(timings.retry_limit),
+        heartbeat_timeout=seconds(timings.heartbeat_timeout),
+        retry_policy=STAGE_RETRY,
+    )
 
 
 def polling_timeout(window_seconds: float) -> timedelta:

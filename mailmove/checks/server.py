@@ -124,27 +124,15 @@ class ServerChecks:
             return
         line = f"{banner.code} {banner.reply}"
         if banner.code != 220:
-            self.add(
-                banner_id,
-                "SMTP",
-                Verdict.ERROR,
-                f"the server greets with {banner.code}",
-                observed=[line],
-                expected=[f"220 {self.fqdn} ESMTP …"],
-                fix="let the MTA accept connections on port 25 (it greets with 220)",
-            )
+            verdict, summary = Verdict.ERROR, f"the server greets with {banner.code}"
+            fix = "let the MTA accept connections on port 25 (it greets with 220)"
         elif self.fqdn not in banner.reply.lower().split()[:1]:
-            self.add(
-                banner_id,
-                "SMTP",
-                Verdict.WARNING,
-                f"the banner does not begin with {self.fqdn}",
-                observed=[line],
-                expected=[f"220 {self.fqdn} ESMTP …"],
-                fix=f"set the MTA's host name to {self.fqdn} (Postfix: `myhostname = {self.fqdn}`; RFC 5321 §4.3.1)",
-            )
+            verdict, summary = Verdict.WARNING, f"the banner does not begin with {self.fqdn}"
+            fix = f"set the MTA's host name to {self.fqdn} (Postfix: `myhostname = {self.fqdn}`; RFC 5321 §4.3.1)"
         else:
-            self.add(banner_id, "SMTP", Verdict.OK, "the banner names the server", observed=[line])
+            verdict, summary, fix = Verdict.OK, "the banner names the server", ""
+        expected = [f"220 {self.fqdn} ESMTP …"] if fix else []
+        self.add(banner_id, "SMTP", verdict, summary, observed=[line], expected=expected, fix=fix)
         observed = [
             f"{s.step}: {s.code or ''} {s.reply}".replace("  ", " ") for s in t.steps if s.step in ("starttls", "tls")
         ]

@@ -146,20 +146,36 @@ async def agent_polls(client: Client, settings: Settings, task_queue: str) -> bo
 
 async def _start(client: Client, settings: Settings, run: Any, move: Any, kind: Kind, subject: str) -> str:
     wid = ids.workflow_id(kind, subject)
+    await start_once(
+        client,
+        settings,
+        run,
+        move,
+        wid,
+        Conflict("", f"{subject} is already moving ({wid}); see `{hints.show(wid)}`"),
+        search_attributes=search.at_start(kind, subject),
+        task_timeout=policy.MOVE_TASK_TIMEOUT,
+    )
+    return wid
+
+
+async def start_once(
+    client: Client, settings: Settings, run: Any, arg: Any, wid: str, conflict: Conflict, **options: Any
+) -> None:
+    """Start a workflow under its id, or raise `conflict` while one of that id runs: a start
+    repeated (a double click, a command run twice) never makes a second move or wave."""
     try:
         await client.start_workflow(
             run,
-            move,
+            arg,
             id=wid,
             task_queue=settings.temporal.task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=search.at_start(kind, subject),
-            task_timeout=policy.MOVE_TASK_TIMEOUT,
+            **options,
         )
     except WorkflowAlreadyStartedError:
-        raise Conflict("", f"{subject} is already moving ({wid}); see `{hints.show(wid)}`") from None
-    return wid
+        raise conflict from None
 
 
 @dataclass

@@ -21,9 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowQueryFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.converter import AdvancedJSONEncoder
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from mailmove.base import ids
@@ -39,7 +37,7 @@ from mailmove.base.inputs import (
 )
 from mailmove.base.model import WaveInput, WaveRow, WaveStatus
 from mailmove.base.vocabulary import ENDED, DnsMode, Kind, RelayScope, RowState
-from mailmove.service.control import jsonable
+from mailmove.service.control import jsonable, start_once
 from mailmove.store.db import ready
 from mailmove.store.models import Migration as StoredMigration
 from mailmove.store.records import save_wave_rows
@@ -244,17 +242,14 @@ async def start_wave(client: Client, settings: Settings, wave: PreparedWave) -> 
     wid = ids.workflow_id(Kind.WAVE, wave.name)
     batch = uuid.uuid4().hex
     await asyncio.to_thread(_store_rows, settings.database.url, batch, wid, wave.rows)
-    try:
-        await client.start_workflow(
-            WaveWorkflow.run,
-            WaveInput(wave.name, batch, len(wave.rows), wave.concurrency, wave.rate, wave.requested_by),
-            id=wid,
-            task_queue=settings.temporal.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        )
-    except WorkflowAlreadyStartedError:
-        raise Conflict("--name", f"a wave {wave.name!r} is running; give another --name") from None
+    await start_once(
+        client,
+        settings,
+        WaveWorkflow.run,
+        WaveInput(wave.name, batch, len(wave.rows), wave.concurrency, wave.rate, wave.requested_by),
+        wid,
+        Conflict("--name", f"a wave {wave.name!r} is running; give another --name"),
+    )
     return wid
 
 

@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from mailmove.base.model import Transition
+from mailmove.base.model import Notice, PortalFiling, Transition
 from mailmove.base.report import Report
+from mailmove.base.vocabulary import RequestState
 from mailmove.store.models import (
     AuditEvent,
     CheckReport,
     Migration,
+    Notification,
     PortalRequest,
     Survey,
     SurveyDomain,
@@ -81,6 +83,50 @@ def audit_trail(session: Session, workflow_id: str) -> list[AuditEvent]:
 def portal_requests(session: Session, workflow_id: str) -> list[PortalRequest]:
     query = select(PortalRequest).where(PortalRequest.workflow_id == workflow_id).order_by(PortalRequest.created_at)
     return list(session.scalars(query))
+
+
+def begin_filing(session: Session, filing: PortalFiling) -> PortalRequest:
+    """The filing's row, written as `submitting` before the portal is asked: a retry finds it,
+    and one already filed is not sent again."""
+    row = session.get(PortalRequest, filing.key)
+    if row is None:
+        row = PortalRequest(
+            key=filing.key,
+            workflow_id=filing.workflow_id,
+            kind=filing.kind,
+            subject=filing.subject,
+            values=filing.values,
+            state=RequestState.SUBMITTING,
+            reference="",
+            status="",
+            created_at=datetime.now(UTC),
+        )
+        session.add(row)
+    return row
+
+
+def mark_filed(session: Session, key: str, reference: str, status: str) -> None:
+    row = session.get(PortalRequest, key)
+    row.state, row.reference, row.status = RequestState.FILED, reference, status
+    row.filed_at = datetime.now(UTC)
+
+
+def notice_sent(session: Session, key: str) -> bool:
+    return session.get(Notification, key) is not None
+
+
+def record_notice(session: Session, notice: Notice, message_id: str) -> None:
+    """The notice as sent, under its key: a retry of the activity sends it no second time."""
+    session.merge(
+        Notification(
+            key=notice.key,
+            workflow_id=notice.workflow_id,
+            event=notice.event,
+            recipient=notice.to,
+            message_id=message_id,
+            sent_at=datetime.now(UTC),
+        )
+    )
 
 
 def save_report(session: Session, workflow_id: str, stage: str, report: Report) -> None:

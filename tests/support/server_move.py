@@ -9,21 +9,6 @@ from mailmove.sandbox.world import Sandbox
 OLD, NEW = "mail.chem.sandbox.test", "mx2.chem.sandbox.test"
 
 
-def request(**overrides) -> ServerMoveRequest:
-    fields = {
-        "old": OLD,
-        "new": NEW,
-        "new_ipv4": "127.0.0.2",
-        "institution": "Department of Chemistry",
-        "admins": ["ab12cdef", "xy34ghij"],
-        "contact": "postmaster@chem.sandbox.test",
-        "sender_domains": ["chem.sandbox.test"],
-        "rcpt": "someone@example.org",
-        "actor": "alice",
-    }
-    return ServerMoveRequest(**{**fields, **overrides})
-
-
 # the move as the API's JSON fields, without a host agent
 SERVER = {
     "old": OLD,
@@ -35,6 +20,12 @@ SERVER = {
     "sender_domains": ["chem.sandbox.test"],
     "agent": False,
 }
+
+
+def request(**overrides) -> ServerMoveRequest:
+    fields = {**SERVER, "agent": True, "rcpt": "someone@example.org", "actor": "alice"}
+    return ServerMoveRequest(**{**fields, **overrides})
+
 
 # the move as `mailmove server start`'s arguments, without a host agent
 GOOD = [

@@ -405,13 +405,19 @@ async def test_the_agent_sets_postfix_records_what_was_there_and_sends_a_probe(w
     assert fakes.calls_of("restore_postfix") == [] and fakes.main_cf["relayhost"] == "[mailout.gw.test]"
 
 
+async def postfix_failing(world: FakeWorld, activity: str, error: str, message: str):
+    """A move that changes Postfix, whose fake `activity` fails for good with `error`: its handle,
+    and its status once configure_mta needs attention."""
+    world.fakes.registered = "portal"
+    world.fakes.script(activity, fails(error, message))
+    handle = await world.start(ServerMoveWorkflow.run, server_move(world, configure_mta=True))
+    return handle, await world.until(handle, "configure_mta", where=lambda s: s.attention)
+
+
 async def test_a_failed_postfix_change_needs_attention_and_a_retry_does_it_again(world: FakeWorld) -> None:
     fakes = world.fakes
-    fakes.registered = "portal"
     refused = "postfix check failed: bad value; the previous values are back: relayhost = [smtp.old.test]"
-    fakes.script("configure_postfix", fails("PostfixFailed", refused))
-    handle = await world.start(ServerMoveWorkflow.run, server_move(world, configure_mta=True))
-    status = await world.until(handle, "configure_mta", where=lambda s: s.attention)
+    handle, status = await postfix_failing(world, "configure_postfix", "PostfixFailed", refused)
     assert status.state == MoveState.NEEDS_ATTENTION
     assert f"configure_mta failed: PostfixFailed: {refused}" in status.alerts  # Postfix's own message
     assert stage_of(status, "configure_mta").last_error == f"PostfixFailed: {refused}"
@@ -425,11 +431,8 @@ async def test_a_failed_postfix_change_needs_attention_and_a_retry_does_it_again
 
 async def test_a_deferred_probe_needs_attention_and_a_cancel_restores_postfix(world: FakeWorld) -> None:
     fakes = world.fakes
-    fakes.registered = "portal"
     deferred = "the probe message 4QX1 is deferred: 454 4.7.1 Relay access denied"
-    fakes.script("probe_postfix", fails("ProbeNotRelayed", deferred))
-    handle = await world.start(ServerMoveWorkflow.run, server_move(world, configure_mta=True))
-    status = await world.until(handle, "configure_mta", where=lambda s: s.attention)
+    handle, status = await postfix_failing(world, "probe_postfix", "ProbeNotRelayed", deferred)
     assert f"configure_mta failed: ProbeNotRelayed: {deferred}" in status.alerts
     assert fakes.main_cf["relayhost"] == "[mailout.gw.test]"
 
