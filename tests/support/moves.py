@@ -60,6 +60,13 @@ async def terminate_running(client: Client, *workflow_ids: str) -> None:
             pass
 
 
+async def terminate_all_running(client: Client) -> list[str]:
+    """Every workflow still running on the server terminated; their ids."""
+    ids = [w.id async for w in client.list_workflows('ExecutionStatus="Running"')]
+    await terminate_running(client, *ids)
+    return ids
+
+
 async def until_quiet(handle: WorkflowHandle, timeout: float = 30) -> None:
     """Until none of the move's activities is running. Before an update on the time-skipping
     server: the Java test server answers a cancel that races an activity's completion with
