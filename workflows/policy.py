@@ -13,8 +13,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-with workflow.unsafe.imports_passed_through():
-    from mailmove.base.model import Timings
+from mailmove.base.model import Timings
 
 # A stage's activity: retried without an attempt cap (attempts lost to dead workers end in
 # timeouts and must not count), every 1, 2, 4, 8 then 10 s, within the move's
