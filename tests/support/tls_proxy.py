@@ -116,7 +116,7 @@ class TlsProxy:
             self._sockets.add(upstream)
             await loop.sock_connect(upstream, self.upstream)
             self.seen.append(bytearray())
-            await asyncio.gather(tls.to(upstream, self.seen[-1]), tls.from_(upstream))
+            await _both(tls.to(upstream, self.seen[-1]), tls.from_(upstream))
         except (OSError, ssl.SSLError, EOFError) as exc:
             self.dropped.append(f"{type(exc).__name__}: {exc} [{loop.time() - started:.2f}s]")
         finally:
@@ -124,6 +124,21 @@ class TlsProxy:
                 if sock is not None:
                     self._sockets.discard(sock)
                     sock.close()
+
+
+async def _both(*halves) -> None:
+    """Both directions of a piped connection; when one fails, the other is cancelled and awaited
+    before the caller closes the sockets. A half left waiting in `sock_recv` keeps its closed
+    socket's fd registered with the event loop's selector: the next socket given that fd number
+    (the loop lives for the whole session) then fails its first wait with FileNotFoundError
+    (epoll_ctl MOD of an fd epoll has already dropped), which cut a later test's connection."""
+    tasks = [asyncio.ensure_future(half) for half in halves]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _Tls:
